@@ -1,0 +1,69 @@
+# attnmel — two commands do everything on a fresh machine:
+#   make book   set up .venv, run every chapter (PROFILE=smoke on synthetic data), build the HTML book
+#   make test   set up .venv, lint, run the whole test suite (chapters included)
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON  ?= $(shell command -v python3.11 || command -v python3)
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.attnmel-installed
+PROFILE ?= smoke
+DATA    ?=
+DEVICE  ?= auto
+PYTEST_ARGS ?=
+
+.PHONY: help setup book test lint format lab bench browser clean
+
+help:
+	@echo "make book   [PROFILE=smoke|isic2017-cpu|paper] [DATA=path] [DEVICE=auto|cpu|cuda]  build the HTML book"
+	@echo "make test   lint + unit tests + every chapter under the smoke profile + a browser check of the book"
+	@echo "make lint   ruff"
+	@echo "make lab    JupyterLab on notebooks/"
+	@echo "make bench  speed benchmarks (benchmarks/), not part of make test"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@echo "==> [setup] creating $(VENV) with $(PYTHON)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "==> [setup] installing attnmel with its [dev,book,lab] extras (torch resolves from the local wheel cache where pip is capped)"
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev,book,lab]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (attnmel)" >/dev/null
+	@touch $(STAMP)
+	@echo "==> [setup] done"
+
+book: $(STAMP)
+	@echo "==> [book] profile=$(PROFILE) data=$(if $(DATA),$(DATA),<synthetic>) device=$(DEVICE)"
+	$(PY) -m attnmel book --profile "$(PROFILE)" $(if $(DATA),--data "$(DATA)") --device "$(DEVICE)"
+
+lint: $(STAMP)
+	@echo "==> [lint] ruff"
+	$(VENV)/bin/ruff check attnmel tests notebooks benchmarks
+	$(VENV)/bin/ruff format --check attnmel tests benchmarks
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format attnmel tests benchmarks
+	$(VENV)/bin/ruff check --fix attnmel tests notebooks benchmarks
+
+# Headless Chromium for the rendering test; the test skips with a reason where it cannot be installed.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "==> [browser] installing Debian's chromium for the rendering test"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  ( $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null ) \
+	    || echo "==> [browser] could not install chromium: the rendering test will be skipped"; }
+
+test: $(STAMP) lint browser
+	@echo "==> [test] pytest (unit tests, every chapter with the smoke profile, browser rendering)"
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf book/_build book/executed runs .pytest_cache

@@ -1,0 +1,174 @@
+"""Our checkpoints: one self-describing dict, written atomically, loadable with ``torch.load(weights_only=True)``.
+
+A checkpoint holds everything needed to rebuild the model and to continue the run bit for bit:
+
+``{"format": "attnmel-checkpoint", "version": 1, "arch", "arch_kwargs", "model" (plain module state, never a
+DDP wrapper), "optimizer", "scheduler", "scaler", "epoch" (last finished, 1-based), "best_epoch",
+"best_val_auc", "config" (TrainConfig.to_dict()), "history" (per-epoch rows), "rng" (torch / numpy / python
+generator states as tensors and plain values), "torch_version"}``.
+
+Only tensors, numbers, strings, lists, tuples and dicts go in, so the restricted unpickler of
+``weights_only=True`` accepts every file we write.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from attnmel.io import atomic_torch_save
+
+__all__ = [
+    "FORMAT",
+    "CheckpointError",
+    "unwrap_model",
+    "make_checkpoint",
+    "save_checkpoint",
+    "load_checkpoint",
+    "build_model_from_checkpoint",
+    "rng_state",
+    "set_rng_state",
+]
+
+FORMAT = "attnmel-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is missing, unreadable, or not one of ours."""
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The plain module inside DDP / DataParallel / torch.compile wrappers."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def rng_state() -> dict[str, Any]:
+    """Every generator the training loop touches, as weights_only-safe values."""
+    np_state = np.random.get_state()  # noqa: NPY002 - the legacy global generator is what libraries use
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "name": str(np_state[0]),
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    npst = state["numpy"]
+    np.random.set_state(  # noqa: NPY002
+        (
+            npst["name"],
+            npst["keys"].numpy().astype(np.uint32),
+            npst["pos"],
+            npst["has_gauss"],
+            npst["cached_gaussian"],
+        )
+    )
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def make_checkpoint(
+    model: nn.Module,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    scaler: torch.amp.GradScaler | None = None,
+    epoch: int = 0,
+    best_epoch: int = 0,
+    best_val_auc: float = float("nan"),
+    config: dict[str, Any] | None = None,
+    history: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The checkpoint dict of a model (unwrapped from DDP/compile) and, optionally, its training state."""
+    plain = unwrap_model(model)
+    arch = getattr(plain, "arch", None)
+    if arch is None:
+        raise CheckpointError(
+            f"{type(plain).__name__} has no .arch: only attnmel.models builders can be saved"
+        )
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "arch": arch,
+        "arch_kwargs": dict(getattr(plain, "arch_kwargs", {})),
+        "model": {k: v.detach().cpu() for k, v in plain.state_dict().items()},
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
+        "epoch": int(epoch),
+        "best_epoch": int(best_epoch),
+        "best_val_auc": float(best_val_auc),
+        "config": dict(config or {}),
+        "history": list(history or []),
+        "rng": rng_state(),
+        "torch_version": str(torch.__version__),
+    }
+
+
+def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> Path:
+    """Write atomically: a crash mid-save leaves the previous file at ``path`` intact."""
+    return atomic_torch_save(checkpoint, path)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load one of our checkpoints with ``weights_only=True``; clear errors for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure is reported the same way
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        detail = [ln for ln in lines if "WeightsUnpickler error" in ln] or lines or [type(err).__name__]
+        first = detail[0]
+        raise CheckpointError(
+            f"{path}: not a loadable attnmel checkpoint ({first}). "
+            "The authors' released AttnVGG files load with attnmel.models.load_reference_checkpoint."
+        ) from err
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path}: not an attnmel checkpoint (no format={FORMAT!r} marker). "
+            "The authors' released AttnVGG files load with attnmel.models.load_reference_checkpoint."
+        )
+    return ckpt
+
+
+def build_model_from_checkpoint(
+    checkpoint: str | os.PathLike | dict[str, Any], map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the saved architecture, load its weights, and return (model in eval mode, checkpoint dict)."""
+    from attnmel.models import build_model
+
+    ckpt = (
+        checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint, map_location=map_location)
+    )
+    kwargs = dict(ckpt["arch_kwargs"])
+    kwargs.pop("weights", None)  # the saved state replaces any initialisation
+    model = build_model(ckpt["arch"], **kwargs)
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), ckpt

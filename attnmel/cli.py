@@ -1,0 +1,349 @@
+"""The ``attnmel`` command: ``synth``, ``train``, ``evaluate``, ``predict`` and ``book``.
+
+Expected failures (bad data, bad settings, missing files, a diverged run) end with one line on stderr and exit
+code 1; usage errors (unknown flags, invalid config values) exit with 2. ``attnmel train`` takes every
+TrainConfig field as a flag (``--batch-size 16``, ``--no-channels-last``), plus ``--preset``, ``--config
+file.json`` and ``--set key=value``; later sources win: preset < config file < flags and ``--set``.
+Several processes: ``torchrun --nproc_per_node=N -m attnmel train ...`` (DDP).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from attnmel.config import PRESETS, TrainConfig, field_types, fields
+
+__all__ = ["main", "build_parser", "config_from_args"]
+
+PROG = "attnmel"
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true/false, got {text!r}")
+
+
+def parse_field_value(name: str, text: str) -> Any:
+    """Turn the command-line text for TrainConfig field ``name`` into a value of its type."""
+    allowed = field_types()[name]
+    if type(None) in allowed and text.strip().lower() in ("none", "null", ""):
+        return None
+    for kind in allowed:
+        if kind is type(None):
+            continue
+        try:
+            if kind is bool:
+                return _bool(text)
+            if kind is int:
+                return int(text)
+            if kind is float:
+                return float(text)
+            if kind is str:
+                return text
+        except ValueError:
+            continue
+    names = " or ".join("none" if t is type(None) else t.__name__ for t in allowed)
+    raise _UsageError(f"--{name.replace('_', '-')}: expected {names}, got {text!r}")
+
+
+def _field_help(name: str) -> str:
+    import inspect
+
+    import attnmel.config as config_module
+
+    for line in inspect.getsource(config_module.TrainConfig).splitlines():
+        stripped = line.strip()
+        if stripped.startswith(f"{name}:") and "#" in stripped:
+            return stripped.split("#", 1)[1].strip().replace("%", "%%")
+    return ""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Melanoma recognition via visual attention (Yan et al., IPMI 2019): data, training, "
+        "evaluation, prediction and the book.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "synth",
+        help="write a synthetic dermoscopy set (ISIC 2017 layout)",
+        description=(
+            "Write a seeded synthetic dermoscopy set in the ISIC 2017 layout (Training, Validation, Test_v2, "
+            "Test_shift), readable by the same loaders as the real data."
+        ),
+    )
+    p.add_argument("root", help="folder to create")
+    p.add_argument(
+        "--n", type=int, default=600, help="images in Training + Validation + Test_v2 (default 600)"
+    )
+    p.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--artifact-bias", type=float, default=0.0, help="artifact-label correlation in [0, 1]")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing synthetic set at ROOT")
+
+    p = sub.add_parser(
+        "train",
+        help="train a model (TrainConfig fields as flags)",
+        description=(
+            "Train a model with the paper's protocol. Sources, later wins: --preset, --config, flags and --set. "
+            f"Presets: {', '.join(PRESETS)}."
+        ),
+    )
+    p.add_argument("--preset", choices=sorted(PRESETS), help="start from a named preset")
+    p.add_argument("--config", metavar="FILE", help="TrainConfig JSON (e.g. a run's config.json)")
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], help="set any config field")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    group = p.add_argument_group("config fields")
+    for f in fields():
+        flag = "--" + f.name.replace("_", "-")
+        if field_types()[f.name] == (bool,):
+            group.add_argument(
+                flag,
+                dest=f"field_{f.name}",
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=f"{_field_help(f.name)} (default {f.default})",
+            )
+        else:
+            group.add_argument(
+                flag,
+                dest=f"field_{f.name}",
+                metavar=f.name.upper(),
+                default=argparse.SUPPRESS,
+                help=f"{_field_help(f.name)} (default {f.default})",
+            )
+
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a checkpoint on a dataset split",
+        description=(
+            "Evaluate a checkpoint on one split: metrics JSON (AP, AUC with bootstrap CIs, threshold metrics, "
+            "calibration, attention Jaccard), predictions CSV and figures."
+        ),
+    )
+    p.add_argument("checkpoint", help="checkpoint file, e.g. runs/<run>/checkpoints/best.pt")
+    p.add_argument(
+        "--dataset", choices=["synthetic", "isic2017", "isic2016"], help="default: the training run's"
+    )
+    p.add_argument("--data-root", help="dataset folder (default: the training run's)")
+    p.add_argument("--split", default="Test_v2", help="split to evaluate (default Test_v2)")
+    p.add_argument("--out-dir", help="output folder (default <run folder>/evaluation)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--max-samples", type=int, help="evaluate a seeded subset of this size")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (0 = no CIs)")
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--no-plots", action="store_true", help="skip the figures")
+
+    p = sub.add_parser(
+        "predict",
+        help="melanoma probability + attention overlay per image",
+        description=(
+            "Melanoma probability and an attention overlay PNG per image. Unreadable files are reported one line "
+            "each on stderr and the others are still processed; the exit code is 1 when any failed."
+        ),
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, BMP, TIFF, ...)")
+    p.add_argument("--checkpoint", required=True, help="checkpoint file")
+    p.add_argument("--out-dir", default="predictions", help="folder for overlays and predictions.csv")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-overlays", action="store_true", help="probabilities only")
+
+    p = sub.add_parser(
+        "book",
+        help="run the notebooks and build the book",
+        description=(
+            "Execute every chapter with the chosen profile (papermill) and build the HTML book (Jupyter Book)."
+        ),
+    )
+    p.add_argument("--profile", default="smoke", choices=["smoke", "isic2017-cpu", "paper"])
+    p.add_argument("--data", dest="data_root", help="dataset folder for the real-data profiles")
+    p.add_argument("--device", default="auto")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Merge preset, config file, flags and --set into one validated TrainConfig."""
+    values: dict[str, Any] = {}
+    if args.preset:
+        values.update(PRESETS[args.preset])
+    if args.config:
+        with open(args.config, encoding="utf-8") as handle:
+            try:
+                data = json.load(handle)
+            except json.JSONDecodeError as err:
+                raise _UsageError(f"--config {args.config}: not valid JSON ({err})") from err
+        if not isinstance(data, dict):
+            raise _UsageError(f"--config {args.config}: expected a JSON object of config fields")
+        values.update(data)
+    names = {f.name for f in fields()}
+    for key, value in vars(args).items():
+        if key.startswith("field_"):
+            name = key[len("field_") :]
+            values[name] = value if isinstance(value, bool) else parse_field_value(name, value)
+    for item in args.set:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            raise _UsageError(f"--set {item!r}: expected KEY=VALUE")
+        if key not in names:
+            import difflib
+
+            close = difflib.get_close_matches(key, sorted(names), n=1)
+            raise _UsageError(
+                f"--set: unknown field {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+            )
+        values[key] = parse_field_value(key, text)
+    try:
+        return TrainConfig.from_dict(values)
+    except ValueError as err:
+        raise _UsageError(str(err)) from err
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from attnmel.data import make_synthetic
+
+    summary = make_synthetic(
+        args.root,
+        n=args.n,
+        size=args.size,
+        seed=args.seed,
+        artifact_bias=args.artifact_bias,
+        overwrite=args.overwrite,
+    )
+    print(f"wrote {sum(summary.counts.values())} images to {summary.root} in {summary.seconds:.1f} s")
+    for split, count in summary.counts.items():
+        print(f"  {split}: {count} images, {summary.n_melanoma.get(split, 0)} melanoma")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    if args.print_config:
+        print(config.to_json())
+        return 0
+    from attnmel.trainer import fit
+
+    result = fit(config)
+    from attnmel.distributed import env_info
+
+    if env_info().is_main:
+        print(f"run folder: {result.run_dir}")
+        print(f"best epoch {result.best_epoch}: validation AUC {result.best_val_auc:.4f}")
+        for split, metrics in result.test_metrics.items():
+            print(f"  {split}: AUC {_fmt(metrics.get('auc'))}, AP {_fmt(metrics.get('ap'))}")
+    return 0
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from attnmel.evaluate import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(
+        args.checkpoint,
+        dataset=args.dataset,
+        data_root=args.data_root,
+        split=args.split,
+        out_dir=args.out_dir,
+        batch_size=args.batch_size,
+        device=args.device,
+        precision=args.precision,
+        num_workers=args.num_workers,
+        max_samples=args.max_samples,
+        n_boot=args.n_boot,
+        threshold=args.threshold,
+        plots=not args.no_plots,
+    )
+    print(f"{args.split}: n={metrics['n']}, AUC {_fmt(metrics.get('auc'))}, AP {_fmt(metrics.get('ap'))}")
+    for name, report in (metrics.get("attention") or {}).items():
+        print(f"  {name}: Jaccard {report['jaccard_mean']:.4f}, pointing game {report['pointing_rate']:.3f}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from attnmel.predict import predict_images
+
+    results = predict_images(
+        args.checkpoint, args.images, args.out_dir, device=args.device, overlays=not args.no_overlays
+    )
+    for r in results:
+        if r.ok:
+            print(f"{r.path}\t{r.probability:.4f}" + (f"\t{r.overlay}" if r.overlay else ""))
+        else:
+            print(f"{PROG} predict: error: {r.error}", file=sys.stderr)
+    failed = sum(not r.ok for r in results)
+    if failed:
+        print(f"{PROG} predict: {failed} of {len(results)} image(s) failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _cmd_book(args: argparse.Namespace) -> int:
+    from attnmel.book import build_book
+
+    build_book(profile=args.profile, data_root=args.data_root, device=args.device)
+    return 0
+
+
+COMMANDS = {
+    "synth": _cmd_synth,
+    "train": _cmd_train,
+    "evaluate": _cmd_evaluate,
+    "predict": _cmd_predict,
+    "book": _cmd_book,
+}
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from attnmel.checkpoint import CheckpointError
+    from attnmel.data import DataError
+    from attnmel.trainer import TrainingDiverged
+
+    errors: list[type[BaseException]] = [DataError, CheckpointError, TrainingDiverged, ValueError, OSError]
+    try:
+        from attnmel.models import WeightsError
+
+        errors.append(WeightsError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``attnmel`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)  # usage errors: message + exit code 2
+    try:
+        return COMMANDS[args.command](args)
+    except _UsageError as err:
+        parser.exit(2, f"{PROG} {args.command}: error: {err}\n")
+    except KeyboardInterrupt:
+        print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except _expected_errors() as err:
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"{PROG} {args.command}: error: {message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,349 @@
+"""One frozen, validated configuration for a training run, and the named presets.
+
+Every field is a flat literal with a comment, the same shape as a papermill ``parameters`` cell and as the
+``attnmel train`` flags, so all three fill the same object. Defaults are the paper's protocol as the authors ran
+it (REFERENCE_NOTES.md): focal loss (gamma 2), Dice attention regulariser weights 0.001 / 0.01 (Eq. 5), SGD with
+lr 0.01, momentum 0.9, Nesterov, weight decay 1e-4, lr x0.1 every 10 epochs, 50 epochs of batch 32, positives
+listed 4 times, the best epoch chosen by validation AUC.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["TrainConfig", "PRESETS", "DATASET_SPLITS", "DATASETS", "MODELS", "ROIS"]
+
+DATASETS = ("synthetic", "isic2017", "isic2016")
+MODELS = ("attnmel_cnn", "mel_cnn", "vgg16_gap", "vgg16")
+BACKBONES = ("vgg16_bn", "vgg16")
+NORMALIZE = ("sigmoid", "softmax")
+ROIS = (None, "lesion", "dermo", "background")
+SAMPLERS = ("oversample", "weighted", "none")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+# (train, validation, evaluation splits) per dataset; synthetic sets use the ISIC 2017 layout plus Test_shift.
+DATASET_SPLITS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "synthetic": ("Training", "Validation", ("Validation", "Test_v2", "Test_shift")),
+    "isic2017": ("Training", "Validation", ("Validation", "Test_v2")),
+    "isic2016": ("Training", "Validation", ("Validation", "Test")),
+}
+# The authors' "epoch": passes over the (oversampled) training list (REFERENCE_NOTES.md, Training).
+DEFAULT_PASSES = {"synthetic": 1, "isic2017": 2, "isic2016": 5}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a training run. Build with keywords, ``from_preset`` or ``from_dict``; invalid values
+    raise ValueError naming the field, the value and what is allowed."""
+
+    # --- data ---
+    dataset: str = "synthetic"  # "synthetic" | "isic2017" | "isic2016"
+    data_root: str | None = (
+        None  # dataset folder; None for synthetic = <runs_root>/data/synthetic-..., made if missing
+    )
+    synthetic_n: int = 600  # synthetic set: number of images (all splits), used when the set is generated
+    synthetic_size: int = 256  # synthetic set: image side in pixels
+    synthetic_seed: int = 0  # synthetic set: generator seed
+    synthetic_artifact_bias: float = 0.0  # synthetic set: correlation of the spurious artifact with the label
+    train_split: str | None = None  # None = the dataset's training split ("Training")
+    val_split: str | None = None  # None = the dataset's validation split ("Validation")
+    eval_splits: str | None = (
+        None  # comma-separated splits evaluated with the best checkpoint; None = dataset default
+    )
+    max_train_samples: int | None = None  # keep only the first N training samples (tiny runs); None = all
+    max_eval_samples: int | None = None  # keep only the first N samples of each validation/evaluation split
+    cache_dir: str | None = None  # preprocessing cache folder; None = <runs_root>/cache
+    cache: bool = True  # use the preprocessing cache (crop + resize to `resize` done once per image)
+    # --- model ---
+    model: str = "attnmel_cnn"  # "attnmel_cnn" | "mel_cnn" | "vgg16_gap" | "vgg16"
+    backbone: str = "vgg16_bn"  # "vgg16_bn" (the authors') | "vgg16"
+    normalize: str = "sigmoid"  # attention normalisation (AttnMel-CNN only): "sigmoid" | "softmax"
+    weights: str | None = None  # None (from scratch) | "IMAGENET1K_V1" | path to a backbone state dict
+    roi: str | None = None  # Dice regulariser reference (Eq. 4-5): None | "lesion" | "dermo" | "background"
+    image_size: int = 224  # network input side (random crop in training, centre crop in evaluation)
+    resize: int = 256  # side after the centre crop of 0.8 x min(H, W), before the crop to image_size
+    # --- optimisation (the paper's protocol) ---
+    epochs: int = 50  # training epochs (each is `passes_per_epoch` passes over the training list)
+    batch_size: int = 32  # global batch size (divided across DDP processes)
+    lr: float = 0.01  # SGD learning rate
+    momentum: float = 0.9  # SGD momentum
+    nesterov: bool = True  # Nesterov momentum
+    weight_decay: float = 1e-4  # L2 weight decay
+    lr_step: int = 10  # StepLR step size in epochs (stepped at the end of each epoch)
+    lr_gamma: float = 0.1  # StepLR factor
+    passes_per_epoch: int | None = (
+        None  # passes over the training list per epoch; None = 2 (ISIC 2017), 5 (2016), 1
+    )
+    oversample: int = 4  # with sampler="oversample": each positive listed this many times (0 or 1 = off)
+    sampler: str = "oversample"  # "oversample" (authors) | "weighted" (class-balanced sampler) | "none"
+    focal_gamma: float = 2.0  # focal loss gamma
+    focal_alpha: float | None = None  # focal loss alpha for the positive class; None = no class weighting
+    lambda3: float = 0.001  # Dice regulariser weight on the pool-3 attention map (Eq. 5, lambda_1)
+    lambda4: float = 0.01  # Dice regulariser weight on the pool-4 attention map (Eq. 5, lambda_2)
+    seed: int = 0  # seed for initialisation, data order and augmentation
+    threshold: float = 0.5  # decision threshold for sensitivity / specificity / precision
+    n_boot: int = 1000  # bootstrap resamples for the 95% confidence intervals of AP and AUC
+    # --- hardware and speed ---
+    device: str = "auto"  # "auto" (cuda > mps > cpu) | "cpu" | "cuda" | "cuda:1" | "mps"
+    precision: str = "auto"  # "auto" | "fp32" | "bf16" | "fp16" (auto: bf16 where the hardware has it)
+    channels_last: bool = True  # NHWC memory layout (faster convolutions on CPU and tensor cores)
+    num_workers: int = 2  # DataLoader worker processes
+    pin_memory: bool = True  # pinned host memory + non-blocking copies (CUDA only)
+    compile: bool = False  # torch.compile the model
+    # --- run folder and logging ---
+    runs_root: str = "runs"  # parent folder of run folders
+    run_name: str | None = None  # run folder name under runs_root; None = <model>-<dataset>-<timestamp>
+    run_dir: str | None = None  # explicit run folder (overrides runs_root / run_name)
+    resume: bool = False  # continue from <run_dir>/checkpoints/latest.pt
+    tensorboard: bool = False  # write TensorBoard logs to <run_dir>/tensorboard
+    progress: bool = True  # tqdm progress bars (shown only on a terminal or in a notebook)
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    # --- derived values ---
+    @property
+    def splits(self) -> tuple[str, str, tuple[str, ...]]:
+        """(train split, validation split, evaluation splits) after applying the dataset defaults."""
+        train, val, evals = DATASET_SPLITS[self.dataset]
+        if self.eval_splits is not None:
+            evals = tuple(s.strip() for s in self.eval_splits.split(",") if s.strip())
+        return (self.train_split or train, self.val_split or val, evals)
+
+    @property
+    def epoch_passes(self) -> int:
+        return self.passes_per_epoch if self.passes_per_epoch is not None else DEFAULT_PASSES[self.dataset]
+
+    def resolved_data_root(self) -> Path:
+        if self.data_root is not None:
+            return Path(self.data_root)
+        return (
+            Path(self.runs_root)
+            / "data"
+            / (
+                f"synthetic-n{self.synthetic_n}-s{self.synthetic_size}-seed{self.synthetic_seed}"
+                f"-bias{self.synthetic_artifact_bias:g}"
+            )
+        )
+
+    def resolved_cache_dir(self) -> Path | None:
+        if not self.cache:
+            return None
+        return Path(self.cache_dir) if self.cache_dir is not None else Path(self.runs_root) / "cache"
+
+    # --- construction ---
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with some fields changed (validated like any other construction)."""
+        _check_keys(changes)
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields()}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        if not isinstance(data, dict):
+            raise ValueError(f"a TrainConfig needs a dict of fields, got {type(data).__name__}")
+        _check_keys(data)
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> TrainConfig:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err})") from err
+        try:
+            return cls.from_dict(data)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from err
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> TrainConfig:
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; presets are {sorted(PRESETS)}")
+        _check_keys(overrides)
+        return cls(**{**PRESETS[name], **overrides})
+
+
+def fields() -> tuple[dataclasses.Field, ...]:
+    """The user-settable fields of TrainConfig, in declaration order."""
+    return dataclasses.fields(TrainConfig)
+
+
+def field_types() -> dict[str, tuple[type, ...]]:
+    """Field name -> the Python types it accepts (NoneType included for optional fields)."""
+    hints = typing.get_type_hints(TrainConfig)
+    out: dict[str, tuple[type, ...]] = {}
+    for f in fields():
+        hint = hints[f.name]
+        out[f.name] = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    return out
+
+
+def _check_keys(data: dict[str, Any]) -> None:
+    names = [f.name for f in fields()]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, names, n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ValueError(f"unknown TrainConfig field(s): {', '.join(hints)}")
+
+
+def _validate(cfg: TrainConfig) -> None:
+    types_ = field_types()
+    for f in fields():
+        value = getattr(cfg, f.name)
+        allowed = types_[f.name]
+        ok = any(
+            value is None
+            if t is type(None)
+            else (isinstance(value, t) and not (t is int and isinstance(value, bool)))
+            for t in allowed
+        )
+        if not ok and float in allowed and isinstance(value, int) and not isinstance(value, bool):
+            object.__setattr__(cfg, f.name, float(value))  # 1 -> 1.0 for float fields
+            ok = True
+        if not ok:
+            names = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
+            raise ValueError(f"TrainConfig.{f.name} must be {names}, got {value!r} ({type(value).__name__})")
+
+    def choice(name: str, options: tuple) -> None:
+        value = getattr(cfg, name)
+        if value not in options:
+            raise ValueError(f"TrainConfig.{name} = {value!r} is not allowed; choose one of {list(options)}")
+
+    def at_least(name: str, low: float, allow_none: bool = False) -> None:
+        value = getattr(cfg, name)
+        if value is None and allow_none:
+            return
+        if value < low:
+            raise ValueError(f"TrainConfig.{name} = {value!r} must be >= {low}")
+
+    choice("dataset", DATASETS)
+    choice("model", MODELS)
+    choice("backbone", BACKBONES)
+    choice("normalize", NORMALIZE)
+    choice("roi", ROIS)
+    choice("sampler", SAMPLERS)
+    choice("precision", PRECISIONS)
+    for name in ("synthetic_n", "epochs", "batch_size", "lr_step", "synthetic_size", "image_size", "resize"):
+        at_least(name, 1)
+    for name in ("max_train_samples", "max_eval_samples", "passes_per_epoch"):
+        at_least(name, 1, allow_none=True)
+    for name in (
+        "oversample",
+        "num_workers",
+        "weight_decay",
+        "momentum",
+        "focal_gamma",
+        "lambda3",
+        "lambda4",
+    ):
+        at_least(name, 0)
+    at_least("n_boot", 0)
+    if not cfg.lr > 0:
+        raise ValueError(f"TrainConfig.lr = {cfg.lr!r} must be > 0")
+    if not 0 < cfg.lr_gamma <= 1:
+        raise ValueError(f"TrainConfig.lr_gamma = {cfg.lr_gamma!r} must be in (0, 1]")
+    if cfg.focal_alpha is not None and not 0 <= cfg.focal_alpha <= 1:
+        raise ValueError(f"TrainConfig.focal_alpha = {cfg.focal_alpha!r} must be None or in [0, 1]")
+    if not 0 <= cfg.threshold <= 1:
+        raise ValueError(f"TrainConfig.threshold = {cfg.threshold!r} must be in [0, 1]")
+    if not 0 <= cfg.synthetic_artifact_bias <= 1:
+        raise ValueError(
+            f"TrainConfig.synthetic_artifact_bias = {cfg.synthetic_artifact_bias!r} must be in [0, 1]"
+        )
+    if cfg.image_size > cfg.resize:
+        raise ValueError(
+            f"TrainConfig.image_size = {cfg.image_size} is larger than resize = {cfg.resize}; "
+            "the network input is cropped from the resized image"
+        )
+    if cfg.image_size < 32:
+        raise ValueError(f"TrainConfig.image_size = {cfg.image_size} must be >= 32 (five 2x2 poolings)")
+    if cfg.nesterov and cfg.momentum == 0:
+        raise ValueError("TrainConfig.nesterov = True needs momentum > 0")
+    if cfg.dataset != "synthetic" and cfg.data_root is None:
+        raise ValueError(
+            f"TrainConfig.data_root is required for dataset {cfg.dataset!r} (the dataset folder)"
+        )
+    if cfg.roi is not None and cfg.model != "attnmel_cnn":
+        raise ValueError(
+            f"TrainConfig.roi = {cfg.roi!r} regularises attention maps, which model {cfg.model!r} does not have; "
+            "use model='attnmel_cnn' or roi=None"
+        )
+    if cfg.weights is not None and cfg.weights != "IMAGENET1K_V1" and not cfg.weights.strip():
+        raise ValueError(
+            "TrainConfig.weights must be None, 'IMAGENET1K_V1' or a file path, got an empty string"
+        )
+    if cfg.eval_splits is not None and not [s for s in cfg.eval_splits.split(",") if s.strip()]:
+        raise ValueError("TrainConfig.eval_splits must name at least one split (comma-separated) or be None")
+    if cfg.run_name is not None and (not cfg.run_name or "/" in cfg.run_name or cfg.run_name in (".", "..")):
+        raise ValueError(f"TrainConfig.run_name = {cfg.run_name!r} must be a plain folder name")
+    device = cfg.device
+    if not (
+        device in ("auto", "cpu", "cuda", "mps") or (device.startswith("cuda:") and device[5:].isdigit())
+    ):
+        raise ValueError(
+            f"TrainConfig.device = {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:<index>' or 'mps'"
+        )
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Synthetic set, CPU, a few minutes on 2 cores: AttnMel-CNN reaches validation AUC >= 0.9.
+    "smoke": dict(
+        dataset="synthetic",
+        synthetic_n=600,
+        synthetic_size=128,
+        image_size=96,
+        resize=112,
+        epochs=6,
+        batch_size=16,
+        lr=0.01,
+        lr_step=4,
+        device="cpu",
+        precision="auto",
+        num_workers=0,
+        n_boot=200,
+    ),
+    # Real ISIC 2017 at 128 px on the CPU (bf16 autocast where the CPU has it); pass data_root.
+    "isic2017-cpu": dict(
+        dataset="isic2017",
+        data_root="../shared/data/isic2017",
+        image_size=128,
+        resize=146,
+        epochs=10,
+        batch_size=32,
+        lr_step=4,
+        device="cpu",
+        precision="auto",
+        num_workers=2,
+    ),
+    # The paper's protocol on a GPU: 224 px, ImageNet-initialised backbone, 50 epochs, batch 32.
+    "paper": dict(
+        dataset="isic2017",
+        data_root="../shared/data/isic2017",
+        weights="IMAGENET1K_V1",
+        image_size=224,
+        resize=256,
+        epochs=50,
+        batch_size=32,
+        device="cuda",
+        precision="auto",
+        num_workers=8,
+    ),
+}

@@ -1,0 +1,178 @@
+"""Evaluate a saved checkpoint on one dataset split: metrics JSON, predictions CSV, figures, attention Jaccard.
+
+The metrics are those of the paper (AP and AUC, scikit-learn, Sect. 3.1) plus threshold metrics, bootstrap
+95% confidence intervals and calibration (:func:`attnmel.metrics.summarise`). Where the split has lesion
+masks, the model's maps are scored with the Table 3 protocol (:mod:`attnmel.attention_eval`: upsample,
+min-max per image, threshold 0.5, Jaccard per image, averaged) and the pointing game: the pool-3 and pool-4
+attention maps of AttnMel-CNN, the CAM of VGG-16-GAP.
+
+Output folder::
+
+    <out_dir>/predictions/<split>.csv            image_id, melanoma (ISIC challenge style)
+    <out_dir>/metrics/<split>.json               summarise(...) + "attention" + checkpoint facts
+    <out_dir>/figures/<split>_roc_pr.png         ROC and precision-recall curves
+    <out_dir>/figures/<split>_reliability.png    reliability curve and probability histogram
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from attnmel.checkpoint import build_model_from_checkpoint, load_checkpoint
+from attnmel.config import TrainConfig
+from attnmel.device import autocast, move_batch, resolve_precision, select_device
+from attnmel.io import atomic_write_json
+
+__all__ = ["evaluate_checkpoint", "collect_maps", "config_from_checkpoint"]
+
+
+def config_from_checkpoint(ckpt: dict[str, Any], **overrides: Any) -> TrainConfig:
+    """The checkpoint's TrainConfig with ``overrides`` (unknown saved keys from other versions are dropped)."""
+    from attnmel.config import fields
+
+    names = {f.name for f in fields()}
+    saved = {k: v for k, v in ckpt.get("config", {}).items() if k in names}
+    saved.update({k: v for k, v in overrides.items() if v is not None})
+    saved["resume"] = False
+    return TrainConfig.from_dict(saved)
+
+
+@torch.inference_mode()
+def collect_maps(
+    model: nn.Module, loader: Any, *, device: torch.device, precision: str = "fp32"
+) -> dict[str, Any]:
+    """Probabilities, labels, ids, lesion masks and the model's saliency maps over a loader.
+
+    Returns ``{"image_id": [str], "label": (N,) int64, "prob": (N,) float64, "mask": (N, 1, S, S) bool,
+    "has_mask": (N,) bool, "maps": {"pool3": (N, 1, h, w), "pool4": ..., or "cam": ...}}``.
+    """
+    from attnmel.models import VGG16GAP
+    from attnmel.saliency import class_activation_map
+
+    model.eval()
+    ids: list[str] = []
+    labels, probs, masks, has_mask = [], [], [], []
+    maps: dict[str, list[torch.Tensor]] = {}
+    for batch in loader:
+        batch = move_batch(batch, device)
+        with autocast(device, precision):
+            out = model(batch["image"])
+            extra = {"pool3": out.attn3, "pool4": out.attn4}
+            if isinstance(model, VGG16GAP):
+                extra["cam"] = class_activation_map(model, batch["image"], class_index=1)  # (N, 1, h, w)
+        for name, value in extra.items():
+            if value is not None:
+                maps.setdefault(name, []).append(value.float().cpu())
+        probs.append(torch.softmax(out.logits.float(), dim=1)[:, 1].double().cpu())  # (N,)
+        labels.append(batch["label"].cpu())
+        masks.append(batch["mask"].cpu() > 0.5)  # (N, 1, S, S)
+        has_mask.append(torch.as_tensor(batch["has_mask"]).cpu().bool())
+        ids.extend(str(i) for i in batch["image_id"])
+    return {
+        "image_id": ids,
+        "label": torch.cat(labels).numpy(),
+        "prob": torch.cat(probs).numpy(),
+        "mask": torch.cat(masks),
+        "has_mask": torch.cat(has_mask),
+        "maps": {k: torch.cat(v) for k, v in maps.items()},
+    }
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike,
+    dataset: str | None = None,
+    data_root: str | os.PathLike | None = None,
+    split: str = "Test_v2",
+    out_dir: str | os.PathLike | None = None,
+    *,
+    batch_size: int = 32,
+    device: str = "auto",
+    precision: str = "auto",
+    num_workers: int = 0,
+    max_samples: int | None = None,
+    n_boot: int = 1000,
+    threshold: float = 0.5,
+    plots: bool = True,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Evaluate ``checkpoint`` on ``split`` of ``dataset`` (default: the dataset it was trained on).
+
+    Args:
+        checkpoint: an attnmel checkpoint (``checkpoints/best.pt`` of a run folder).
+        dataset, data_root: ``"synthetic" | "isic2017" | "isic2016"`` and its folder; None = the training run's.
+        split: e.g. ``"Test_v2"`` (ISIC 2017), ``"Test"`` (ISIC 2016), ``"Test_shift"`` (synthetic).
+        out_dir: output folder; None = ``<run folder>/evaluation``.
+        max_samples: evaluate a seeded subset of this size (quick checks).
+        n_boot: bootstrap resamples for the AP / AUC confidence intervals (0 = none).
+
+    Returns:
+        The metrics dict written to ``<out_dir>/metrics/<split>.json``.
+    """
+    from attnmel.metrics import summarise, write_predictions_csv
+    from attnmel.trainer import load_split, make_dataset
+
+    checkpoint = Path(checkpoint)
+    ckpt = load_checkpoint(checkpoint)
+    dev = select_device(device)
+    prec = resolve_precision(precision, dev)
+    config = config_from_checkpoint(
+        ckpt,
+        dataset=dataset,
+        data_root=str(data_root) if data_root is not None else None,
+        max_eval_samples=max_samples,
+        num_workers=num_workers,
+        seed=seed,
+    )
+    if dataset is not None and dataset != "synthetic" and data_root is None:
+        raise ValueError(f"evaluating on {dataset!r} needs data_root (the dataset folder)")
+    out = Path(out_dir) if out_dir is not None else checkpoint.resolve().parent.parent / "evaluation"
+    model, _ = build_model_from_checkpoint(ckpt)
+    model = model.to(dev)
+
+    samples = load_split(config, config.resolved_data_root(), split, max_samples)
+    data = make_dataset(config, samples, train=False)
+    loader = DataLoader(
+        data, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=dev.type == "cuda"
+    )
+    result = collect_maps(model, loader, device=dev, precision=prec)
+    write_predictions_csv(out / "predictions" / f"{split}.csv", result["image_id"], result["prob"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a one-class split: AUC / AP are recorded as null
+        metrics = summarise(result["label"], result["prob"], threshold=threshold, n_boot=n_boot, seed=seed)
+    metrics.update(
+        split=split,
+        dataset=config.dataset,
+        data_root=str(config.resolved_data_root()),
+        checkpoint=str(checkpoint),
+        arch=ckpt["arch"],
+        epoch=int(ckpt["epoch"]),
+        image_size=config.image_size,
+    )
+    if result["maps"] and bool(result["has_mask"].any()):
+        from attnmel.attention_eval import attention_report
+
+        metrics["attention"] = attention_report(result["maps"], result["mask"], result["has_mask"])
+    else:
+        metrics["attention"] = None  # no maps (Mel-CNN, VGG-16) or no lesion masks in this split
+    atomic_write_json(out / "metrics" / f"{split}.json", metrics)
+    if plots:
+        _figures(out, split, result, ckpt["arch"])
+    return metrics
+
+
+def _figures(out: Path, split: str, result: dict[str, Any], arch: str) -> None:
+    from attnmel.plots import plot_reliability, plot_roc_pr, save_figure
+
+    y, p = result["label"], result["prob"]
+    if len(set(y.tolist())) < 2:
+        warnings.warn(f"{split}: one class only, no ROC / PR figure", stacklevel=3)
+    else:
+        save_figure(plot_roc_pr({f"{arch} ({split})": (y, p)}), out / "figures" / f"{split}_roc_pr.png")
+    save_figure(plot_reliability(y, p, label=arch), out / "figures" / f"{split}_reliability.png")

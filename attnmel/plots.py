@@ -1,0 +1,370 @@
+"""Figures for the book and the run folders: training history, ROC/PR, reliability, attention grids (the
+paper's Fig. 3 style overlays) and deletion curves.
+
+Every function builds a :class:`matplotlib.figure.Figure` directly (no ``pyplot``): nothing global is
+touched, the Agg backend is enough, nothing accumulates in long runs, and a notebook shows the returned
+figure exactly once. Sizes and fonts (>= 10 pt at about 8-10 inches wide) keep the figures readable at page
+width. :func:`save_figure` writes them atomically.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import matplotlib
+import numpy as np
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from attnmel.attention_eval import deletion_auc, overlay, to_uint8_image
+from attnmel.io import atomic_write_bytes
+from attnmel.metrics import _check_binary, calibration, pr_curve_points, roc_curve_points
+
+__all__ = [
+    "plot_history",
+    "plot_roc_pr",
+    "plot_reliability",
+    "plot_attention_grid",
+    "plot_deletion_curves",
+    "save_figure",
+]
+
+_RC = {
+    "font.size": 11,
+    "axes.titlesize": 12,
+    "axes.labelsize": 11,
+    "xtick.labelsize": 10,
+    "ytick.labelsize": 10,
+    "legend.fontsize": 10,
+    "figure.titlesize": 12,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+}
+LESION_COLOUR = "lime"
+
+F = TypeVar("F", bound=Callable[..., Figure])
+
+
+def _styled(fn: F) -> F:
+    """Build the figure under the house font sizes (text artists keep the sizes they were created with)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Figure:
+        with matplotlib.rc_context(_RC):
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Training history
+
+
+def _records(history: Any) -> list[dict[str, Any]]:
+    """Rows of a history given as a list of dicts, a DataFrame-like object or a dict of columns."""
+    if hasattr(history, "to_dict"):  # pandas DataFrame
+        history = history.to_dict("records")
+    elif isinstance(history, Mapping):
+        keys = list(history)
+        history = [dict(zip(keys, row, strict=True)) for row in zip(*(history[k] for k in keys), strict=True)]
+    rows = list(history)
+    if not rows:
+        raise ValueError("plot_history: the history is empty (no epoch recorded yet)")
+    return [dict(r) for r in rows]
+
+
+def _number(v: Any) -> float:
+    """A float from a number, a bool or a numeric string (rows read back from ``history.csv``); else NaN."""
+    if isinstance(v, str):
+        text = v.strip().lower()
+        if text in ("true", "false"):
+            return float(text == "true")
+        try:
+            return float(text)
+        except ValueError:
+            return math.nan
+    return float(v) if isinstance(v, int | float | np.number) else math.nan
+
+
+def _column(rows: list[dict[str, Any]], key: str) -> np.ndarray:
+    return np.asarray([_number(r.get(key)) for r in rows], dtype=np.float64)
+
+
+# Columns that are not curves: bookkeeping counts and timings.
+_NOT_CURVES = ("second", "time", "_images", "_samples", "_batches", "_step", "is_best")
+
+
+@_styled
+def plot_history(history: Any, best_epoch: int | None = None) -> Figure:
+    """Training curves, one panel each: losses, validation metrics, learning rate.
+
+    Args:
+        history: one record per epoch (list of dicts, a DataFrame or a dict of columns). Columns used:
+            ``epoch`` (else 1, 2, ...), every numeric ``train_*`` column and ``val_loss`` (loss panel, log
+            scale when all positive; all-zero columns such as the Dice terms of a model without attention
+            are skipped), every other numeric ``val_*`` column (e.g. ``val_auc``, ``val_ap``), and ``lr``.
+            Bookkeeping columns (``seconds``, ``train_images``, ``is_best``...) are not drawn. Numeric strings
+            (rows of ``history.csv`` read with ``csv.DictReader``) are accepted.
+        best_epoch: marked by a dashed line; default: the last epoch flagged ``is_best`` (the trainer's
+            strictly-better rule), else the first epoch with the highest ``val_auc``.
+    """
+    rows = _records(history)
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    numeric = [
+        k for k in keys if np.isfinite(_column(rows, k)).any() and not any(tag in k for tag in _NOT_CURVES)
+    ]
+    epoch = _column(rows, "epoch") if "epoch" in numeric else np.arange(1, len(rows) + 1, dtype=np.float64)
+    loss_keys = [
+        k
+        for k in numeric
+        if (k.startswith("train_") or k == "val_loss") and np.nanmax(np.abs(_column(rows, k))) > 0
+    ]
+    val_keys = [k for k in numeric if k.startswith("val_") and k != "val_loss"]
+    panels = [
+        p for p in (("loss", loss_keys), ("val", val_keys), ("lr", ["lr"] if "lr" in numeric else [])) if p[1]
+    ]
+    if not panels:
+        raise ValueError(f"plot_history: no train_*, val_* or lr column to plot; columns are {keys}")
+    flagged = np.flatnonzero(_column(rows, "is_best") > 0)
+    if best_epoch is None and flagged.size:
+        best_epoch = int(epoch[flagged[-1]])
+    elif best_epoch is None and "val_auc" in numeric:
+        auc = _column(rows, "val_auc")
+        if np.isfinite(auc).any():
+            best_epoch = int(epoch[int(np.nanargmax(auc))])
+
+    fig = Figure(figsize=(3.4 * len(panels), 3.6), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (kind, cols) in zip(axes, panels, strict=True):
+        for k in cols:
+            ax.plot(epoch, _column(rows, k), marker="o", markersize=3, label=k)
+        ax.set_xlabel("epoch")
+        if kind == "loss":
+            values = np.concatenate([_column(rows, k) for k in cols])
+            if np.nanmin(values) > 0:
+                ax.set_yscale("log")
+            ax.set(title="Training loss", ylabel="loss")
+        elif kind == "val":
+            ax.set(title="Validation", ylabel="metric")
+        else:
+            if np.nanmin(_column(rows, "lr")) > 0:
+                ax.set_yscale("log")
+            ax.set(title="Learning rate", ylabel="lr")
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="0.4", linestyle="--", linewidth=1, label=f"best epoch {best_epoch}")
+        ax.legend(loc="best")
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------------
+# ROC / PR / reliability
+
+
+@_styled
+def plot_roc_pr(results: Mapping[str, tuple[Any, Any]]) -> Figure:
+    """ROC (left) and precision-recall (right) curves of several models, AUC/AP in the legends.
+
+    Args:
+        results: name -> ``(y_true (N,), prob (N,))``. Chance: the diagonal (ROC) and the prevalence (PR).
+    """
+    if not results:
+        raise ValueError("plot_roc_pr: no results to plot")
+    fig = Figure(figsize=(9, 4.2), layout="constrained")
+    ax_roc, ax_pr = fig.subplots(1, 2)
+    ax_roc.plot([0, 1], [0, 1], color="0.5", linestyle=":", label="chance")
+    for i, (name, (y, p)) in enumerate(results.items()):
+        colour = f"C{i}"
+        roc = roc_curve_points(y, p)
+        pr = pr_curve_points(y, p)
+        ax_roc.plot(roc["fpr"], roc["tpr"], color=colour, label=f"{name} (AUC {roc['auc']:.3f})")
+        ax_pr.plot(
+            pr["recall"],
+            pr["precision"],
+            color=colour,
+            drawstyle="steps-post",
+            label=f"{name} (AP {pr['ap']:.3f})",
+        )
+        ax_pr.axhline(pr["prevalence"], color=colour, linestyle=":", linewidth=1)
+    ax_pr.plot([], [], color="0.5", linestyle=":", label="chance (prevalence)")
+    ax_roc.set(
+        title="ROC", xlabel="false positive rate (1 - specificity)", ylabel="true positive rate (sensitivity)"
+    )
+    ax_pr.set(title="Precision-recall", xlabel="recall (sensitivity)", ylabel="precision")
+    for ax in (ax_roc, ax_pr):
+        ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01))
+        ax.set_aspect("equal")
+        ax.legend(loc="lower right" if ax is ax_roc else "upper right")
+    return fig
+
+
+@_styled
+def plot_reliability(y_true: Any, prob: Any, n_bins: int = 10, label: str | None = None) -> Figure:
+    """Reliability curve (observed melanoma frequency vs mean predicted probability per bin) with ECE and
+    Brier score in the title, and the histogram of predicted probabilities per class."""
+    y, p = _check_binary(y_true, prob)
+    ece, table = calibration(y, p, n_bins=n_bins)
+    brier = float(np.mean((p - y) ** 2))
+    fig = Figure(figsize=(9, 4), layout="constrained")
+    ax_rel, ax_hist = fig.subplots(1, 2)
+    ax_rel.plot([0, 1], [0, 1], color="0.5", linestyle=":", label="perfect calibration")
+    ok = table["count"] > 0
+    ax_rel.plot(table["mean_prob"][ok], table["frac_pos"][ok], marker="o", color="C0", label=label or "model")
+    ax_rel.set(
+        title=f"Reliability (ECE {ece:.3f}, Brier {brier:.3f})",
+        xlabel="mean predicted probability",
+        ylabel="observed melanoma frequency",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
+    ax_rel.legend(loc="upper left")
+    edges = table["bin_edges"]
+    ax_hist.hist([p[y == 0], p[y == 1]], bins=edges, label=["other", "melanoma"], color=["C2", "C3"])
+    ax_hist.set(title="Predicted probabilities", xlabel="melanoma probability", ylabel="images", xlim=(0, 1))
+    ax_hist.legend(loc="upper right")
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------------
+# Attention grid
+
+
+def _image_list(images: Any) -> list[Any]:
+    if isinstance(images, np.ndarray) and images.ndim == 3:
+        return [images]
+    if hasattr(images, "ndim") and images.ndim == 4:
+        return [images[i] for i in range(images.shape[0])]
+    return list(images)
+
+
+@_styled
+def plot_attention_grid(
+    images: Any,
+    maps: Mapping[str, Any],
+    masks: Any = None,
+    titles: Sequence[str] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    alpha: float = 0.4,
+) -> Figure:
+    """Rows = images; columns = the input and one jet overlay per map (0.6 image + 0.4 map), lesion boundary
+    drawn in green, a shared colour bar for the min-max normalised map.
+
+    Args:
+        images: ``(N, 3, H, W)`` float tensor in [0, 1] (or normalised: pass ``mean``/``std``), or uint8
+            ``(N, H, W, 3)``.
+        maps: column title -> ``(N, 1, h, w)`` maps (e.g. ``{"pool-3": attn3, "pool-4": attn4}``).
+        masks: optional ``(N, 1, H, W)`` / ``(N, H, W)`` lesion masks (an empty mask draws no boundary).
+        titles: optional row labels (image id, label, probability...).
+    """
+    imgs = [to_uint8_image(im, mean, std) for im in _image_list(images)]  # each (H, W, 3)
+    n = len(imgs)
+    if n == 0:
+        raise ValueError("plot_attention_grid: no images")
+    maps_np = {name: _numpy(m).reshape(_numpy(m).shape[0], *_numpy(m).shape[-2:]) for name, m in maps.items()}
+    for name, m in maps_np.items():
+        if m.shape[0] != n:
+            raise ValueError(f"plot_attention_grid: map {name!r} has {m.shape[0]} entries for {n} images")
+    mask_np = None if masks is None else _numpy(masks).reshape(n, *_numpy(masks).shape[-2:]) > 0.5
+    if titles is not None and len(titles) != n:
+        raise ValueError(f"plot_attention_grid: {len(titles)} titles for {n} images")
+
+    cols = 1 + len(maps_np)
+    fig = Figure(figsize=(2.1 * cols + 1.0, 2.1 * n + 0.6), layout="constrained")
+    axes = fig.subplots(n, cols, squeeze=False)
+    for i in range(n):
+        cells = [("Input", imgs[i])] + [
+            (name, overlay(imgs[i], m[i], alpha=alpha)) for name, m in maps_np.items()
+        ]
+        for j, (name, pixels) in enumerate(cells):
+            ax = axes[i, j]
+            ax.imshow(pixels)
+            if mask_np is not None and mask_np[i].any() and not mask_np[i].all():
+                ax.contour(mask_np[i].astype(np.float32), levels=[0.5], colors=LESION_COLOUR, linewidths=1.2)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+            if i == 0:
+                ax.set_title(name)
+            if j == 0 and titles is not None:
+                ax.set_ylabel(str(titles[i]))
+    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap="jet"), ax=axes, shrink=min(1.0, 0.9 / n + 0.4))
+    bar.set_label("attention (min-max normalised)")
+    if mask_np is not None:
+        fig.legend(
+            handles=[Line2D([], [], color=LESION_COLOUR, label="lesion boundary")], loc="outside lower center"
+        )
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------------
+# Deletion curves
+
+
+@_styled
+def plot_deletion_curves(curves: Mapping[str, Any]) -> Figure:
+    """Melanoma probability as the most salient pixels are deleted, one line per saliency method.
+
+    Args:
+        curves: name -> ``(fractions (S+1,), probs)`` with ``probs`` ``(S+1,)`` or per image ``(N, S+1)``
+            (mean drawn with a +/- 1 standard-error band), or a :class:`~attnmel.attention_eval.DeletionCurve`.
+            The legend gives the area under each mean curve (lower: the map found the evidence).
+    """
+    if not curves:
+        raise ValueError("plot_deletion_curves: no curves to plot")
+    fig = Figure(figsize=(6.5, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for i, (name, value) in enumerate(curves.items()):
+        fractions, probs = (value.fractions, value.probs) if hasattr(value, "probs") else value
+        f, p = np.asarray(fractions, dtype=np.float64), _numpy(probs).astype(np.float64)
+        mean = p.mean(axis=0) if p.ndim == 2 else p
+        ax.plot(
+            f,
+            mean,
+            marker="o",
+            markersize=3,
+            color=f"C{i}",
+            label=f"{name} (AUC {deletion_auc(f, mean):.3f})",
+        )
+        if p.ndim == 2 and p.shape[0] > 1:
+            sem = p.std(axis=0, ddof=1) / math.sqrt(p.shape[0])
+            ax.fill_between(f, mean - sem, mean + sem, color=f"C{i}", alpha=0.2)
+    ax.set(
+        title="Deletion curves",
+        xlabel="fraction of pixels deleted (most salient first)",
+        ylabel="melanoma probability",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
+    ax.legend(loc="best")
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------------
+# Saving
+
+
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Write ``fig`` atomically (PNG by default; the suffix may also be ``.pdf`` or ``.svg``); returns the path."""
+    path = Path(path)
+    fmt = path.suffix.lower().lstrip(".") or "png"
+    if fmt not in ("png", "pdf", "svg"):
+        raise ValueError(f"{path}: figures are saved as .png, .pdf or .svg, not {path.suffix!r}")
+    if not path.suffix:
+        path = path.with_suffix(".png")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=fmt, dpi=dpi)
+    return atomic_write_bytes(path, buffer.getvalue())

@@ -1,0 +1,802 @@
+"""The training engine: ``fit(config)`` runs the paper's protocol and leaves a self-contained run folder.
+
+Protocol (REFERENCE_NOTES.md, Training; the paper, Sect. 3): the loss of Eq. 5 (focal loss, plus the Dice
+attention regulariser of Eq. 4 on pool-3 and pool-4 when an ROI is given), SGD with Nesterov momentum and weight
+decay, StepLR stepped at the end of every epoch, one epoch = ``passes_per_epoch`` passes over the (oversampled)
+training list, validation AUC after every epoch, the best epoch kept when its AUC is strictly better.
+
+Run folder::
+
+    <run_dir>/config.json                  the TrainConfig
+    <run_dir>/history.csv, history.json    one row per epoch: train loss and its parts, val AP/AUC, lr, seconds
+    <run_dir>/checkpoints/best.pt          best validation AUC   (attnmel.checkpoint format)
+    <run_dir>/checkpoints/latest.pt        last finished epoch   (resume point)
+    <run_dir>/predictions/<split>.csv      best checkpoint, ISIC-challenge style (image_id, melanoma)
+    <run_dir>/metrics/<split>.json         AP, AUC with bootstrap CIs, threshold metrics, calibration
+    <run_dir>/data/<split>.json            which samples each split held
+    <run_dir>/tensorboard/                 when tensorboard=True
+
+Reproducibility: every epoch reseeds the torch / numpy / python generators and the DataLoader's generator from
+``(seed, epoch, rank)``, so the data order, the augmentation and dropout of epoch ``e`` do not depend on
+whether the run was interrupted before it: on the CPU, 2 epochs straight and 1 epoch + resume + 1 epoch give
+bit-identical weights. Checkpoints are written atomically, best before latest, so a crash at any point leaves a
+consistent pair.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import random
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, SequentialSampler
+
+from attnmel import distributed
+from attnmel.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint, set_rng_state, unwrap_model
+from attnmel.config import DATASET_SPLITS, TrainConfig
+from attnmel.device import (
+    autocast,
+    configure_backends,
+    make_grad_scaler,
+    move_batch,
+    resolve_precision,
+    select_device,
+)
+from attnmel.io import atomic_write_json, atomic_write_text
+
+__all__ = [
+    "RunResult",
+    "TrainingDiverged",
+    "fit",
+    "train_step",
+    "predict_loader",
+    "build_optimizer",
+    "build_scheduler",
+    "build_loss",
+    "load_split",
+    "make_dataset",
+    "HISTORY_COLUMNS",
+]
+
+HISTORY_COLUMNS = (
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_focal",
+    "train_dice3",
+    "train_dice4",
+    "train_images",
+    "val_loss",
+    "val_ap",
+    "val_auc",
+    "is_best",
+    "seconds",
+)
+# Settings that must not change when a run is resumed (others, e.g. epochs, device, num_workers, may).
+RESUME_LOCKED = (
+    "dataset",
+    "synthetic_n",
+    "synthetic_size",
+    "synthetic_seed",
+    "synthetic_artifact_bias",
+    "train_split",
+    "val_split",
+    "max_train_samples",
+    "model",
+    "backbone",
+    "normalize",
+    "roi",
+    "image_size",
+    "resize",
+    "batch_size",
+    "lr",
+    "momentum",
+    "nesterov",
+    "weight_decay",
+    "lr_step",
+    "lr_gamma",
+    "passes_per_epoch",
+    "oversample",
+    "sampler",
+    "focal_gamma",
+    "focal_alpha",
+    "lambda3",
+    "lambda4",
+    "seed",
+)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the run stopped before the bad update reached any checkpoint."""
+
+    def __init__(self, message: str, epoch: int, batch: int) -> None:
+        super().__init__(message)
+        self.epoch = epoch
+        self.batch = batch
+
+
+class _NonFiniteLoss(Exception):
+    def __init__(self, parts: dict[str, float]) -> None:
+        super().__init__(parts)
+        self.parts = parts
+
+
+@dataclass
+class RunResult:
+    """What ``fit`` returns; everything in it is also on disk in ``run_dir``."""
+
+    run_dir: Path
+    best_epoch: int
+    best_val_auc: float
+    history: list[dict[str, Any]]
+    test_metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # split -> metrics.summarise(...)
+    seconds: float = 0.0
+
+
+# ----------------------------------------------------------------------------------------------- building blocks
+def build_model_for(config: TrainConfig) -> nn.Module:
+    """The model named by the config (weights loaded into the backbone when asked)."""
+    from attnmel.models import build_model
+
+    kwargs: dict[str, Any] = {"backbone": config.backbone, "weights": config.weights}
+    if config.model == "attnmel_cnn":
+        kwargs["normalize"] = config.normalize
+    return build_model(config.model, **kwargs)
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
+    """SGD, lr 0.01, momentum 0.9, Nesterov, weight decay 1e-4 on every parameter (the authors' setting)."""
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=config.lr,
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+        weight_decay=config.weight_decay,
+    )
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.StepLR:
+    """lr x ``lr_gamma`` every ``lr_step`` epochs, stepped once at the end of each epoch."""
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step, gamma=config.lr_gamma)
+
+
+def build_loss(config: TrainConfig) -> nn.Module:
+    """The loss of Eq. 5: focal loss plus lambda3 / lambda4 Dice regularisers (active only with an ROI)."""
+    from attnmel.losses import AttnMelLoss
+
+    return AttnMelLoss(
+        gamma=config.focal_gamma, alpha=config.focal_alpha, lambda3=config.lambda3, lambda4=config.lambda4
+    )
+
+
+def _normalisation(dataset: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-dataset mean/std (the authors' recipe); the synthetic set imitates ISIC 2017 and uses its values."""
+    from attnmel import data
+
+    if dataset == "isic2016":
+        return tuple(data.ISIC2016_MEAN), tuple(data.ISIC2016_STD)
+    return tuple(data.ISIC2017_MEAN), tuple(data.ISIC2017_STD)
+
+
+def _reader(dataset: str) -> Callable[..., Any]:
+    from attnmel import data
+
+    return data.isic2016 if dataset == "isic2016" else data.isic2017
+
+
+def ensure_synthetic(config: TrainConfig, log: Callable[[str], None] = print) -> Path:
+    """The dataset folder; for a synthetic run without data_root, generate the set once (atomically)."""
+    root = config.resolved_data_root()
+    if config.dataset != "synthetic" or config.data_root is not None:
+        return root
+    if (root / "ISIC-2017_Training_Part3_GroundTruth.csv").is_file():
+        return root
+    from attnmel.data import make_synthetic
+
+    log(f"generating the synthetic set ({config.synthetic_n} images, {config.synthetic_size} px) in {root}")
+    try:  # make_synthetic builds the set in a staging folder and moves it into place in one step
+        make_synthetic(
+            root,
+            n=config.synthetic_n,
+            size=config.synthetic_size,
+            seed=config.synthetic_seed,
+            artifact_bias=config.synthetic_artifact_bias,
+        )
+    except Exception:
+        if not (
+            root / "ISIC-2017_Training_Part3_GroundTruth.csv"
+        ).is_file():  # not just another process first
+            raise
+    return root
+
+
+def load_split(config: TrainConfig, root: Path, split: str, limit: int | None = None) -> Any:
+    """Read one split as a SampleList; ``limit`` keeps a seeded random subset of that size (order kept)."""
+    samples = _reader(config.dataset)(root, split)
+    if limit is not None and limit < len(samples):
+        rng = random.Random(f"{config.seed}-{split}")
+        keep = sorted(rng.sample(range(len(samples)), limit))
+        samples = samples.derive([samples[i] for i in keep], subset_of=len(samples))
+    return samples
+
+
+def make_dataset(config: TrainConfig, samples: Any, *, train: bool) -> Any:
+    """A LesionDataset with the train (random crop, rotations, flips) or eval (centre crop) transform."""
+    from attnmel import data
+
+    mean, std = _normalisation(config.dataset)
+    make = data.train_transform if train else data.eval_transform
+    transform = make(size=config.image_size, resize=config.resize, mean=mean, std=std)
+    cache = None
+    cache_dir = config.resolved_cache_dir()
+    if cache_dir is not None:
+        cache = data.PreprocessCache(cache_dir, resize=config.resize)
+    return data.LesionDataset(samples, transform, roi=config.roi if train else None, cache=cache)
+
+
+def _epoch_seed(config: TrainConfig, epoch: int, rank: int) -> int:
+    return (config.seed * 1_000_003 + epoch * 7_919 + rank * 104_729) % (2**63 - 1)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - seed the global generator third-party code draws from
+    torch.manual_seed(seed)
+
+
+def _train_sampler(config: TrainConfig, dataset: Any, labels: list[int], epoch: int, info: Any) -> Sampler:
+    """This epoch's order: ``passes`` x the list, shuffled from (seed, epoch); sharded under DDP."""
+    passes = config.epoch_passes
+    n = len(dataset)
+    if info.enabled:
+        if config.sampler == "weighted":
+            raise ValueError("sampler='weighted' is not supported under DDP; use 'oversample' or 'none'")
+        sampler = DistributedSampler(
+            _Repeat(n, passes), num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=config.seed
+        )
+        sampler.set_epoch(epoch)
+        return _Modulo(sampler, n)
+    gen = torch.Generator().manual_seed(_epoch_seed(config, epoch, 0))
+    if config.sampler == "weighted":
+        from attnmel.data.sampling import weighted_sampler
+
+        return weighted_sampler(labels, num_samples=n * passes, generator=gen)
+    return RandomSampler(range(n), num_samples=n * passes, generator=gen)
+
+
+class _Repeat:
+    """A length-only stand-in for ``passes`` copies of a dataset (what DistributedSampler needs)."""
+
+    def __init__(self, n: int, passes: int) -> None:
+        self.n, self.passes = n, passes
+
+    def __len__(self) -> int:
+        return self.n * self.passes
+
+
+class _Modulo(Sampler):
+    """Map indices over the repeated list back to dataset indices."""
+
+    def __init__(self, inner: Sampler, n: int) -> None:
+        self.inner, self.n = inner, n
+
+    def __iter__(self):
+        return (i % self.n for i in self.inner)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+
+def _loader(
+    config: TrainConfig, dataset: Any, *, sampler: Sampler, batch_size: int, device: torch.device, seed: int
+) -> DataLoader:
+    workers = config.num_workers
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=config.pin_memory and device.type == "cuda",
+        generator=torch.Generator().manual_seed(seed),  # seeds the worker processes' RNGs
+        persistent_workers=False,
+        prefetch_factor=4 if workers > 0 else None,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- one step
+def _float_output(out: Any) -> Any:
+    """Model outputs in fp32 (autocast may leave them in bf16/fp16), so the loss is computed in fp32."""
+    return type(out)(*(t.float() if isinstance(t, torch.Tensor) else t for t in out))
+
+
+def train_step(
+    model: nn.Module,
+    batch: dict[str, Any],
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    *,
+    device: torch.device,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    use_roi: bool = False,
+) -> dict[str, float]:
+    """One SGD step on one (per-process) batch; returns the loss parts as floats.
+
+    Raises ``_NonFiniteLoss`` (before any update) when the loss is NaN or infinite on any process.
+    Under DDP the backward pass averages gradients across processes.
+    """
+    batch = move_batch(batch, device, channels_last)
+    optimizer.zero_grad(set_to_none=True)
+    with autocast(device, precision):
+        out = model(batch["image"])  # AttnMelOutput: logits (N, 2), attn3, attn4
+    parts = loss_fn(_float_output(out), batch["label"], roi=batch["roi"] if use_roi else None)
+    values = torch.stack([p.detach().float().reshape(()) for p in parts])  # (4,) total, focal, dice3, dice4
+    bad = (~torch.isfinite(values[0])).float().reshape(1)
+    distributed.all_reduce_sum(bad)
+    if bad.item() > 0:
+        raise _NonFiniteLoss(dict(zip(("total", "focal", "dice3", "dice4"), values.tolist(), strict=True)))
+    scaler.scale(parts.total).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return dict(zip(("total", "focal", "dice3", "dice4"), values.tolist(), strict=True))
+
+
+@torch.inference_mode()
+def predict_loader(
+    model: nn.Module,
+    loader: Iterable[dict[str, Any]],
+    *,
+    device: torch.device,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    keep_attention: bool = False,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Melanoma probabilities for every item of ``loader`` (model in eval mode).
+
+    Returns ``{"image_id": [str], "label": (N,) int64, "prob": (N,) float64, "loss_logits": (N, 2) float32}``
+    plus ``"attn3"``, ``"attn4"`` (lists of (1, h, w) CPU tensors, or None) and ``"mask"``/``"has_mask"``
+    when ``keep_attention``.
+    """
+    was_training = model.training
+    model.eval()
+    ids: list[str] = []
+    labels, probs, logits = [], [], []
+    attn3: list[torch.Tensor] = []
+    attn4: list[torch.Tensor] = []
+    masks: list[torch.Tensor] = []
+    has_mask: list[bool] = []
+    for batch in loader:
+        batch = move_batch(batch, device, channels_last)
+        with autocast(device, precision):
+            out = model(batch["image"])
+        z = out.logits.float()  # (N, 2)
+        logits.append(z.cpu())
+        probs.append(torch.softmax(z, dim=1)[:, 1].double().cpu())  # (N,)
+        labels.append(batch["label"].cpu())
+        ids.extend(str(i) for i in batch["image_id"])
+        if keep_attention:
+            for name, store in (("attn3", attn3), ("attn4", attn4)):
+                a = getattr(out, name)
+                if a is not None:
+                    store.extend(a.float().cpu().unbind(0))
+            masks.extend(batch["mask"].cpu().unbind(0))
+            has_mask.extend(bool(h) for h in batch["has_mask"])
+        if progress is not None:
+            progress.update(1)
+    model.train(was_training)
+    result: dict[str, Any] = {
+        "image_id": ids,
+        "label": torch.cat(labels).numpy().astype(np.int64) if labels else np.zeros(0, np.int64),
+        "prob": torch.cat(probs).numpy() if probs else np.zeros(0),
+        "logits": torch.cat(logits) if logits else torch.zeros(0, 2),
+    }
+    if keep_attention:
+        result.update(attn3=attn3 or None, attn4=attn4 or None, mask=masks, has_mask=has_mask)
+    return result
+
+
+def _focal(config: TrainConfig, pred: dict[str, Any]) -> float:
+    """Validation focal loss (the classification part of Eq. 5) from the collected logits."""
+    from attnmel.losses import focal_loss
+
+    if len(pred["label"]) == 0:
+        return math.nan
+    target = torch.as_tensor(pred["label"])
+    return float(
+        focal_loss(pred["logits"], target, gamma=config.focal_gamma, alpha=config.focal_alpha).item()
+    )
+
+
+def _auc_ap(labels: np.ndarray, probs: np.ndarray) -> tuple[float, float]:
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    if len(set(labels.tolist())) < 2:
+        return math.nan, math.nan
+    return float(roc_auc_score(labels, probs)), float(average_precision_score(labels, probs))
+
+
+# ------------------------------------------------------------------------------------------------- run folder
+def resolve_run_dir(config: TrainConfig) -> Path:
+    if config.run_dir is not None:
+        return Path(config.run_dir)
+    name = config.run_name or f"{config.model}-{config.dataset}-{datetime.now():%Y%m%d-%H%M%S}"
+    return Path(config.runs_root) / name
+
+
+def _write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()})
+    atomic_write_text(run_dir / "history.csv", buffer.getvalue())
+    atomic_write_json(run_dir / "history.json", [_json_row(r) for r in history])
+
+
+def _json_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+
+
+def _in_notebook() -> bool:
+    try:
+        from IPython import get_ipython  # type: ignore[import-not-found]
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def progress_enabled(requested: bool) -> bool:
+    """Bars only when asked for and someone watches: a terminal, or a notebook."""
+    return bool(requested) and (sys.stderr.isatty() or _in_notebook())
+
+
+def _check_resume(ckpt: dict[str, Any], config: TrainConfig, path: Path) -> None:
+    if ckpt["arch"] != config.model:
+        raise ValueError(
+            f"cannot resume: {path} holds a {ckpt['arch']!r} model, the config asks for {config.model!r}"
+        )
+    saved = ckpt.get("config", {})
+    diffs = [
+        f"{k}: checkpoint {saved.get(k)!r} vs config {getattr(config, k)!r}"
+        for k in RESUME_LOCKED
+        if k in saved and saved[k] != getattr(config, k)
+    ]
+    if diffs:
+        raise ValueError(
+            f"cannot resume from {path}: the config changed settings a run cannot change: " + "; ".join(diffs)
+        )
+
+
+# -------------------------------------------------------------------------------------------------------- fit
+def fit(config: TrainConfig, log: Callable[[str], None] | None = None) -> RunResult:
+    """Train ``config.model`` per ``config``, keep the best epoch by validation AUC, evaluate it on
+    ``config.splits[2]``, and return a RunResult (see the module docstring for the run folder).
+
+    Launched by ``torchrun`` with several processes, it trains with DDP; only rank 0 writes files.
+    Raises TrainingDiverged on a NaN/inf loss, ValueError for inconsistent settings, DataError for bad data.
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"fit() needs a TrainConfig, got {type(config).__name__}")
+    start_time = time.perf_counter()
+    device = select_device(config.device)
+    info, device = distributed.setup(device)
+    try:
+        return _fit(config, device, info, log or (print if info.is_main else (lambda _msg: None)), start_time)
+    finally:
+        if info.enabled:
+            distributed.cleanup()
+
+
+def _fit(
+    config: TrainConfig, device: torch.device, info: Any, log: Callable[[str], None], t0: float
+) -> RunResult:
+    from tqdm.auto import tqdm
+
+    precision = resolve_precision(config.precision, device)
+    configure_backends(device)
+    if config.batch_size % info.world_size:
+        raise ValueError(
+            f"batch_size {config.batch_size} is not divisible by the {info.world_size} DDP processes"
+        )
+    per_rank_batch = config.batch_size // info.world_size
+
+    run_dir = Path(distributed.broadcast_object(str(resolve_run_dir(config)) if info.is_main else None))
+    ckpt_dir = run_dir / "checkpoints"
+    latest_path, best_path = ckpt_dir / "latest.pt", ckpt_dir / "best.pt"
+    if info.is_main:
+        if not config.resume and latest_path.exists():
+            raise FileExistsError(
+                f"{run_dir} already holds a run ({latest_path.name}); pass resume=True to continue it, "
+                "or choose another run_name / run_dir"
+            )
+        if config.resume and not latest_path.exists():
+            raise FileNotFoundError(f"resume=True but {latest_path} does not exist: nothing to resume")
+        root = ensure_synthetic(config, log)
+    distributed.barrier()
+    root = config.resolved_data_root()
+
+    # --- data ---
+    train_name, val_name, eval_names = config.splits
+    train_samples = load_split(config, root, train_name, config.max_train_samples)
+    val_samples = load_split(config, root, val_name, config.max_eval_samples)
+    if config.sampler == "oversample" and config.oversample > 1:
+        from attnmel.data.sampling import oversample
+
+        train_list = oversample(train_samples, config.oversample)
+    else:
+        train_list = train_samples
+    train_ds = make_dataset(config, train_list, train=True)
+    val_ds = make_dataset(config, val_samples, train=False)
+    train_labels = [s.label for s in train_list]
+
+    # --- model, optimiser, loss ---
+    _seed_everything(config.seed)
+    model = build_model_for(config).to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, config)
+    scheduler = build_scheduler(optimizer, config)
+    scaler = make_grad_scaler(device, precision)
+    loss_fn = build_loss(config)
+    history: list[dict[str, Any]] = []
+    best_epoch, best_auc, start_epoch = 0, -math.inf, 1
+
+    if config.resume:
+        ckpt = load_checkpoint(latest_path)
+        _check_resume(ckpt, config, latest_path)
+        unwrap_model(model).load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler") and scaler.is_enabled():
+            scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"])
+        history = list(ckpt["history"])
+        best_epoch, start_epoch = ckpt["best_epoch"], ckpt["epoch"] + 1
+        best_auc = ckpt["best_val_auc"] if math.isfinite(ckpt["best_val_auc"]) else -math.inf
+        log(
+            f"resuming {run_dir} after epoch {ckpt['epoch']} (best epoch {best_epoch}, val AUC {best_auc:.4f})"
+        )
+
+    if info.is_main:
+        atomic_write_json(run_dir / "config.json", config.to_dict())
+        for samples in (train_samples, val_samples):
+            samples.to_json(run_dir / "data" / f"{samples.split}.json")
+    writer = None
+    if config.tensorboard and info.is_main:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as err:
+            raise ImportError(
+                "tensorboard=True needs the tensorboard package (pip install tensorboard)"
+            ) from err
+        writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start_epoch)
+
+    train_model: nn.Module = model
+    if info.enabled:
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if config.compile:
+        train_model = torch.compile(train_model)
+
+    show = progress_enabled(config.progress) and info.is_main
+    log(
+        f"training {config.model} on {config.dataset}/{train_name} ({len(train_samples)} images, "
+        f"{len(train_list)} listed, {config.epoch_passes} pass(es)/epoch) on {device} [{precision}"
+        f"{', channels_last' if config.channels_last else ''}{f', {info.world_size} processes' if info.enabled else ''}]"
+        f" -> {run_dir}"
+    )
+    epoch_bar = tqdm(range(start_epoch, config.epochs + 1), desc="epochs", disable=not show, leave=True)
+    use_roi = config.roi is not None
+    for epoch in epoch_bar:
+        epoch_start = time.perf_counter()
+        seed = _epoch_seed(config, epoch, info.rank)
+        _seed_everything(seed)
+        sampler = _train_sampler(config, train_ds, train_labels, epoch, info)
+        loader = _loader(
+            config, train_ds, sampler=sampler, batch_size=per_rank_batch, device=device, seed=seed
+        )
+        lr = optimizer.param_groups[0]["lr"]
+        sums = torch.zeros(5, dtype=torch.float64)  # total, focal, dice3, dice4 (x batch size), images
+        train_model.train()
+        batch_bar = tqdm(loader, desc=f"epoch {epoch}", disable=not show, leave=False)
+        for index, batch in enumerate(batch_bar, start=1):
+            try:
+                parts = train_step(
+                    train_model,
+                    batch,
+                    loss_fn,
+                    optimizer,
+                    scaler,
+                    device=device,
+                    precision=precision,
+                    channels_last=config.channels_last,
+                    use_roi=use_roi,
+                )
+            except _NonFiniteLoss as err:
+                kept = f"{latest_path} (epoch {epoch - 1})" if epoch > 1 else "none yet (first epoch)"
+                raise TrainingDiverged(
+                    f"training diverged at epoch {epoch}, batch {index}/{len(loader)}: loss = {err.parts['total']} "
+                    f"(focal {err.parts['focal']}, dice3 {err.parts['dice3']}, dice4 {err.parts['dice4']}); "
+                    f"the last good checkpoint is {kept}, left intact. Try a lower lr or precision='fp32'.",
+                    epoch,
+                    index,
+                ) from None
+            n = len(batch["label"])
+            sums += torch.tensor(
+                [parts["total"] * n, parts["focal"] * n, parts["dice3"] * n, parts["dice4"] * n, n]
+            )
+            batch_bar.set_postfix(loss=f"{parts['total']:.4f}")
+        batch_bar.close()
+        distributed.all_reduce_sum(sums)
+        scheduler.step()
+        images = max(sums[4].item(), 1.0)
+
+        # --- validation and checkpoints (rank 0) ---
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "lr": lr,
+            "train_loss": sums[0].item() / images,
+            "train_focal": sums[1].item() / images,
+            "train_dice3": sums[2].item() / images,
+            "train_dice4": sums[3].item() / images,
+            "train_images": int(sums[4].item()),
+        }
+        if info.is_main:
+            val_loader = _loader(
+                config,
+                val_ds,
+                sampler=SequentialSampler(val_ds),
+                batch_size=per_rank_batch,
+                device=device,
+                seed=0,
+            )
+            pred = predict_loader(
+                unwrap_model(train_model),
+                val_loader,
+                device=device,
+                precision=precision,
+                channels_last=config.channels_last,
+            )
+            auc, ap = _auc_ap(pred["label"], pred["prob"])
+            val_loss = _focal(config, pred)
+            improved = (math.isfinite(auc) and auc > best_auc) or best_epoch == 0  # strictly better
+            if improved:
+                best_epoch, best_auc = epoch, (auc if math.isfinite(auc) else -math.inf)
+            row.update(val_loss=val_loss, val_ap=ap, val_auc=auc, is_best=bool(improved))
+            row["seconds"] = time.perf_counter() - epoch_start
+            history.append(row)
+            state = dict(
+                optimizer=optimizer,
+                scheduler=scheduler,
+                scaler=scaler,
+                epoch=epoch,
+                best_epoch=best_epoch,
+                best_val_auc=best_auc if math.isfinite(best_auc) else math.nan,
+                config=config.to_dict(),
+                history=history,
+            )
+            ckpt = make_checkpoint(model, **state)
+            if improved:
+                save_checkpoint(
+                    best_path, ckpt
+                )  # best before latest: a crash between the two stays consistent
+            save_checkpoint(latest_path, ckpt)
+            _write_history(run_dir, history)
+            if writer is not None:
+                for key in (
+                    "train_loss",
+                    "train_focal",
+                    "train_dice3",
+                    "train_dice4",
+                    "val_loss",
+                    "val_ap",
+                    "val_auc",
+                    "lr",
+                ):
+                    if isinstance(row.get(key), float) and math.isfinite(row[key]):
+                        writer.add_scalar(key.replace("_", "/", 1), row[key], epoch)
+                writer.flush()
+            epoch_bar.set_postfix(val_auc=f"{auc:.3f}", best=best_epoch)
+            log(
+                f"epoch {epoch}/{config.epochs}: loss {row['train_loss']:.4f}, val AUC {auc:.4f}, AP {ap:.4f}, "
+                f"lr {lr:.3g}, {row['seconds']:.1f} s{' *' if improved else ''}"
+            )
+        distributed.barrier()
+    epoch_bar.close()
+    if writer is not None:
+        writer.close()
+
+    # --- evaluation of the best checkpoint (rank 0) ---
+    test_metrics: dict[str, dict[str, Any]] = {}
+    if info.is_main:
+        best = load_checkpoint(best_path)
+        eval_model = build_model_for(config.replace(weights=None)).to(device)
+        eval_model.load_state_dict(best["model"])
+        if config.channels_last:
+            eval_model = eval_model.to(memory_format=torch.channels_last)
+        default_splits = config.eval_splits is None
+        for split in eval_names:
+            test_metrics[split] = _evaluate_split(
+                config,
+                eval_model,
+                root,
+                split,
+                run_dir,
+                device,
+                precision,
+                per_rank_batch,
+                best["epoch"],
+                default_splits,
+                log,
+            )
+        test_metrics = {k: v for k, v in test_metrics.items() if v is not None}
+        best_epoch = best["best_epoch"]
+        best_auc = best["best_val_auc"]
+    distributed.barrier()
+    seconds = time.perf_counter() - t0
+    if info.is_main:
+        log(f"done in {seconds:.0f} s: best epoch {best_epoch}, val AUC {best_auc:.4f}; run folder {run_dir}")
+    return RunResult(run_dir, int(best_epoch), float(best_auc), history, test_metrics, seconds)
+
+
+def _evaluate_split(
+    config: TrainConfig,
+    model: nn.Module,
+    root: Path,
+    split: str,
+    run_dir: Path,
+    device: torch.device,
+    precision: str,
+    batch_size: int,
+    epoch: int,
+    optional: bool,
+    log: Callable[[str], None],
+) -> dict[str, Any] | None:
+    """Predictions CSV and metrics JSON of ``split`` with the best checkpoint; None if an optional split is absent."""
+    from attnmel.data import DataError
+    from attnmel.metrics import summarise, write_predictions_csv
+
+    try:
+        samples = load_split(config, root, split, config.max_eval_samples)
+    except DataError as err:
+        if optional and split not in DATASET_SPLITS[config.dataset][:2]:
+            warnings.warn(f"skipping evaluation split {split!r}: {err}", stacklevel=2)
+            return None
+        raise
+    dataset = make_dataset(config, samples, train=False)
+    loader = _loader(
+        config, dataset, sampler=SequentialSampler(dataset), batch_size=batch_size, device=device, seed=0
+    )
+    pred = predict_loader(
+        model, loader, device=device, precision=precision, channels_last=config.channels_last
+    )
+    write_predictions_csv(run_dir / "predictions" / f"{split}.csv", pred["image_id"], pred["prob"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one-class splits: undefined AUC/AP are recorded as null
+        summary = summarise(
+            pred["label"], pred["prob"], threshold=config.threshold, n_boot=config.n_boot, seed=config.seed
+        )
+    summary.update(split=split, dataset=config.dataset, checkpoint="checkpoints/best.pt", epoch=int(epoch))
+    atomic_write_json(run_dir / "metrics" / f"{split}.json", summary)
+    auc, ap = summary.get("auc"), summary.get("ap")
+    log(
+        f"{split}: AUC {auc if auc is None else f'{auc:.4f}'}, AP {ap if ap is None else f'{ap:.4f}'} (n={len(samples)})"
+    )
+    return summary
