@@ -315,6 +315,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         batch_size=16,
         lr=0.01,
         lr_step=4,
+        sampler="none",
         device="cpu",
         precision="auto",
         num_workers=0,

@@ -73,8 +73,6 @@ def _current_umask() -> int:
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
-    if hasattr(obj, "item"):  # numpy / torch scalars
-        return obj.item()
-    if hasattr(obj, "tolist"):
+    if hasattr(obj, "tolist"):  # numpy / torch scalars and arrays
         return obj.tolist()
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")

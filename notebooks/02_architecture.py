@@ -86,20 +86,12 @@ for name, ref in reference_counts.items():
 # %%
 net = models.attnmel_cnn(num_classes=2).eval()
 x = torch.randn(batch_size, 3, size, size)
-features = {}
-hooks = [
-    getattr(net, name).register_forward_hook(lambda _m, _i, out, key=name: features.__setitem__(key, out))
-    for name in ("conv_block3", "conv_block4", "conv_block5")
-    if hasattr(net, name)
-]
 with torch.no_grad():
-    out = net(x)
-for hook in hooks:
-    hook.remove()
-shapes = {key: list(value.shape) for key, value in features.items()}
-shapes.update(
-    {"input": list(x.shape), "logits": list(out.logits.shape), "attn3": list(out.attn3.shape), "attn4": list(out.attn4.shape)}
-)
+    pools = net.features(x)  # VGGFeatures(pool3, pool4, pool5): the backbone alone
+    out = net(x)  # AttnMelOutput(logits, attn3, attn4)
+shapes = {"input": list(x.shape)}
+shapes |= {name: list(t.shape) for name, t in pools._asdict().items()}
+shapes |= {name: list(t.shape) for name, t in out._asdict().items()}
 for key, shape in shapes.items():
     print(f"{key:<12} {tuple(shape)}")
 

@@ -59,7 +59,9 @@ def encode_superpixels(index: np.ndarray) -> np.ndarray:
 def write_dermo(image_folder: Path, feature_folder: Path, image_id: str, active: Sequence[int]) -> None:
     """Task 2 files: superpixels PNG beside the image; features JSON with the ``active`` superpixels set."""
     Image.fromarray(encode_superpixels(superpixel_grid())).save(image_folder / f"{image_id}_superpixels.png")
-    features = {name: [0] * N_SUPERPIXELS for name in ("pigment_network", "negative_network", "milia_like_cyst")}
+    features = {
+        name: [0] * N_SUPERPIXELS for name in ("pigment_network", "negative_network", "milia_like_cyst")
+    }
     features["streaks"] = [0] * N_SUPERPIXELS
     for k, sp in enumerate(active):  # spread the active superpixels over different features
         name = ("pigment_network", "negative_network", "milia_like_cyst", "streaks")[k % 4]
@@ -96,11 +98,14 @@ def make_isic2017(
         if masks:
             write_mask(root / f"ISIC-2017_{split}_Part1_GroundTruth" / f"{image_id}_segmentation.png", i)
         if dermo:
-            write_dermo(data, root / f"ISIC-2017_{split}_Part2_GroundTruth", image_id, active=[i % N_SUPERPIXELS])
+            write_dermo(
+                data, root / f"ISIC-2017_{split}_Part2_GroundTruth", image_id, active=[i % N_SUPERPIXELS]
+            )
     write_csv(root / f"ISIC-2017_{split}_Part3_GroundTruth.csv", lines, crlf, final_newline)
-    write_csv(data / f"ISIC-2017_{split}_Data_metadata.csv", ["image_id,age_approximate,sex"] + [
-        f"ISIC_{i:07d},{40 + i},female" for i in range(len(labels))
-    ])
+    write_csv(
+        data / f"ISIC-2017_{split}_Data_metadata.csv",
+        ["image_id,age_approximate,sex"] + [f"ISIC_{i:07d},{40 + i},female" for i in range(len(labels))],
+    )
     return root
 
 
@@ -149,7 +154,9 @@ def make_ph2(root: Path, diagnoses: Sequence[int] = (0, 1, 2, 0, 2), *, masks: b
     for i, diagnosis in enumerate(diagnoses):
         name = f"IMD{i + 3:03d}"
         histology = "Melanoma" if diagnosis == 2 else ""
-        lines.append(f"|| {name} || {histology} || {diagnosis} || 0 | T | A | A | A | A |  |  | X | X |  |  ||")
+        lines.append(
+            f"|| {name} || {histology} || {diagnosis} || 0 | T | A | A | A | A |  |  | X | X |  |  ||"
+        )
         write_image(images / name / f"{name}_Dermoscopic_Image" / f"{name}.bmp", i)
         if masks:
             write_mask(images / name / f"{name}_lesion" / f"{name}_lesion.bmp", i)

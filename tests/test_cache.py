@@ -14,7 +14,10 @@ from attnmel.data import cache as cache_module
 
 
 def _items_equal(a, b):
-    return all(torch.equal(a[k], b[k]) for k in ("image", "mask", "roi", "label")) and a["has_mask"] == b["has_mask"]
+    return (
+        all(torch.equal(a[k], b[k]) for k in ("image", "mask", "roi", "label"))
+        and a["has_mask"] == b["has_mask"]
+    )
 
 
 @pytest.mark.parametrize("roi", ["lesion", "dermo"])
@@ -32,7 +35,9 @@ def test_cached_items_equal_uncached_items(isic2017_root, tmp_path, roi):
 
 def test_warm_entries_are_not_decoded_again(isic2017_root, tmp_path, monkeypatch):
     samples = isic2017(isic2017_root)
-    dataset = LesionDataset(samples, train_transform(16, 20), cache=PreprocessCache(tmp_path / "c", resize=20))
+    dataset = LesionDataset(
+        samples, train_transform(16, 20), cache=PreprocessCache(tmp_path / "c", resize=20)
+    )
     for i in range(len(dataset)):
         dataset[i]
 
@@ -66,7 +71,9 @@ def test_a_corrupt_entry_is_recomputed(isic2017_root, tmp_path):
     entry.write_bytes(entry.read_bytes()[:100])  # truncated
     again = cache.load(samples[0])
     assert cache.rebuilt == 1 and torch.equal(again["image"], good["image"])
-    np.savez(entry, key=np.frombuffer(b"another key", dtype=np.uint8), image=good["image"].numpy())  # wrong key
+    np.savez(
+        entry, key=np.frombuffer(b"another key", dtype=np.uint8), image=good["image"].numpy()
+    )  # wrong key
     assert torch.equal(cache.load(samples[0])["image"], good["image"]) and cache.rebuilt == 2
     assert cache.load(samples[0])["mask"].shape == (1, 20, 20) and cache.hits == 1
 

@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from attnmel.data import DataError, LesionDataset, eval_transform, isic2016, isic2017, load_mask, load_rgb, ph2
+from attnmel.data import (
+    DataError,
+    LesionDataset,
+    eval_transform,
+    isic2016,
+    isic2017,
+    load_mask,
+    load_rgb,
+    ph2,
+)
 from attnmel.data import images as images_module
 
 
@@ -23,7 +32,9 @@ def _data(root, split="Training"):
 # ------------------------------------------------------------------------------------- missing / extra files
 def test_csv_id_without_image_errors_or_is_skipped_and_counted(isic2017_root):
     (_data(isic2017_root) / "ISIC_0000003.jpg").unlink()
-    with pytest.raises(DataError, match=r"ISIC-2017_Training_Part3_GroundTruth\.csv.*not found.*ISIC_0000003"):
+    with pytest.raises(
+        DataError, match=r"ISIC-2017_Training_Part3_GroundTruth\.csv.*not found.*ISIC_0000003"
+    ):
         isic2017(isic2017_root)
     with pytest.warns(UserWarning, match="skipped 1 sample"):
         samples = isic2017(isic2017_root, missing="skip")
@@ -33,7 +44,9 @@ def test_csv_id_without_image_errors_or_is_skipped_and_counted(isic2017_root):
 
 def test_image_without_csv_row_errors_or_is_ignored(isic2017_root):
     Image.new("RGB", (40, 30)).save(_data(isic2017_root) / "ISIC_0099999.jpg")
-    with pytest.raises(DataError, match=r"ISIC-2017_Training_Data.*no row in .*GroundTruth\.csv.*ISIC_0099999"):
+    with pytest.raises(
+        DataError, match=r"ISIC-2017_Training_Data.*no row in .*GroundTruth\.csv.*ISIC_0099999"
+    ):
         isic2017(isic2017_root)
     with pytest.warns(UserWarning, match="ISIC_0099999"):
         samples = isic2017(isic2017_root, missing="skip")
@@ -63,7 +76,9 @@ def _edit(path, old, new):
 
 def test_duplicate_ids(isic2017_root, isic2016_root, ph2_root):
     _edit(_csv(isic2017_root), "ISIC_0000004,", "ISIC_0000001,")
-    with pytest.raises(DataError, match=r"GroundTruth\.csv: duplicate image id 'ISIC_0000001' on lines 3 and 6"):
+    with pytest.raises(
+        DataError, match=r"GroundTruth\.csv: duplicate image id 'ISIC_0000001' on lines 3 and 6"
+    ):
         isic2017(isic2017_root)
     _edit(isic2016_root / "ISBI2016_ISIC_Part3_Test_GroundTruth.csv", "ISIC_0000002,", "ISIC_0000000,")
     with pytest.raises(DataError, match="duplicate image id 'ISIC_0000000'"):
@@ -82,7 +97,9 @@ def test_duplicate_image_files_for_one_id(isic2017_root):
 @pytest.mark.parametrize("bad", ["0.5", "yes", "", "2.0"])
 def test_isic2017_bad_label(isic2017_root, bad):
     _edit(_csv(isic2017_root), "ISIC_0000001,1.0,", f"ISIC_0000001,{bad},")
-    with pytest.raises(DataError, match=rf"GroundTruth\.csv: line 3: melanoma for ISIC_0000001 is '{re.escape(bad)}'"):
+    with pytest.raises(
+        DataError, match=rf"GroundTruth\.csv: line 3: melanoma for ISIC_0000001 is '{re.escape(bad)}'"
+    ):
         isic2017(isic2017_root)
 
 
@@ -106,8 +123,14 @@ def test_isic2017_row_with_wrong_field_count(isic2017_root):
 
 @pytest.mark.parametrize("bad", ["maybe", "0.3", "Malignant!"])
 def test_isic2016_bad_label(isic2016_root, bad):
-    _edit(isic2016_root / "ISBI2016_ISIC_Part3_Training_GroundTruth.csv", "ISIC_0000001,malignant", f"ISIC_0000001,{bad}")
-    with pytest.raises(DataError, match=rf"Training_GroundTruth\.csv: line 2: label for ISIC_0000001 is '{re.escape(bad)}'"):
+    _edit(
+        isic2016_root / "ISBI2016_ISIC_Part3_Training_GroundTruth.csv",
+        "ISIC_0000001,malignant",
+        f"ISIC_0000001,{bad}",
+    )
+    with pytest.raises(
+        DataError, match=rf"Training_GroundTruth\.csv: line 2: label for ISIC_0000001 is '{re.escape(bad)}'"
+    ):
         isic2016(isic2016_root, "Training")
 
 
@@ -127,13 +150,19 @@ def test_nonexistent_empty_and_wrong_roots(tmp_path, isic2016_root):
     with pytest.raises(DataError, match="does not exist"):
         isic2017(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match=r"not an ISIC 2017 folder: expected ISIC-2017_Training_Part3_GroundTruth\.csv "
-                       r"and ISIC-2017_Training_Data/; the folder is empty"):
+    with pytest.raises(
+        DataError,
+        match=r"not an ISIC 2017 folder: expected ISIC-2017_Training_Part3_GroundTruth\.csv "
+        r"and ISIC-2017_Training_Data/; the folder is empty",
+    ):
         isic2017(tmp_path / "empty")
     with pytest.raises(DataError, match=r"not an ISIC 2017 folder.*holds ISBI2016_ISIC"):
         isic2017(isic2016_root)
-    with pytest.raises(DataError, match=r"not an ISIC 2016 folder for split 'Test': missing "
-                       r"ISBI2016_ISIC_Part3_Test_GroundTruth\.csv, ISBI2016_ISIC_Part3_Test_Data/"):
+    with pytest.raises(
+        DataError,
+        match=r"not an ISIC 2016 folder for split 'Test': missing "
+        r"ISBI2016_ISIC_Part3_Test_GroundTruth\.csv, ISBI2016_ISIC_Part3_Test_Data/",
+    ):
         isic2016(tmp_path / "empty", "Test")
     with pytest.raises(DataError, match=r"not a PH2 folder: missing PH2_dataset\.txt, PH2 Dataset images/"):
         ph2(tmp_path / "empty")
@@ -150,7 +179,9 @@ def test_missing_image_folder(isic2017_root):
     for path in _data(isic2017_root).iterdir():
         path.unlink()
     _data(isic2017_root).rmdir()
-    with pytest.raises(DataError, match=r"image folder ISIC-2017_Training_Data/ for split 'Training' is missing"):
+    with pytest.raises(
+        DataError, match=r"image folder ISIC-2017_Training_Data/ for split 'Training' is missing"
+    ):
         isic2017(isic2017_root)
 
 
@@ -190,7 +221,9 @@ def test_mask_size_differs_from_image(isic2017_root):
     mask = isic2017_root / "ISIC-2017_Training_Part1_GroundTruth" / "ISIC_0000002_segmentation.png"
     Image.new("L", (41, 30)).save(mask)
     samples = isic2017(isic2017_root)  # header checks are opt-in
-    with pytest.raises(DataError, match=r"ISIC_0000002_segmentation\.png: mask size 41x30 differs from image .* 40x30"):
+    with pytest.raises(
+        DataError, match=r"ISIC_0000002_segmentation\.png: mask size 41x30 differs from image .* 40x30"
+    ):
         LesionDataset(samples, eval_transform(16, 20))[2]
     with pytest.raises(DataError, match=r"ISIC_0000002_segmentation\.png: size \(41, 30\) differs"):
         isic2017(isic2017_root, verify=True)

@@ -35,14 +35,16 @@ def test_isic2017_reads_labels_and_pairs_every_file_by_id(isic2017_root):
         assert s.features_path.name == f"{s.image_id}_features.json"
         assert load_mask(s.lesion_mask_path).sum(axis=0).astype(bool).sum() == i + 1  # encodes its index
     assert samples[2].meta["seborrheic_keratosis"] == 1 and samples[1].meta["seborrheic_keratosis"] == 0
-    assert samples[3].meta["age_approximate"] == "43" and samples[3].meta["sex"] == "female"
+    assert samples[3].meta["age_approximate"] == 43 and samples[3].meta["sex"] == "female"
 
 
 @pytest.mark.parametrize(
     ("crlf", "final_newline", "fmt"),
     [(True, True, "{:.1f}"), (False, True, "{:.1f}"), (True, False, "{:.1f}"), (False, False, "{:d}")],
 )
-def test_isic2017_line_ends_final_newline_and_number_formats(tmp_path, make_isic2017_layout, crlf, final_newline, fmt):
+def test_isic2017_line_ends_final_newline_and_number_formats(
+    tmp_path, make_isic2017_layout, crlf, final_newline, fmt
+):
     labels = ((0, 0), (1, 0), (0, 1))
     root = make_isic2017_layout(tmp_path, labels=labels, crlf=crlf, final_newline=final_newline, fmt=fmt)
     samples = isic2017(root)
@@ -66,7 +68,9 @@ def test_isic2017_extra_split_and_splits_listing(isic2017_root, make_isic2017_la
     shift = isic2017(isic2017_root, "Test_shift")
     assert shift.labels == [1, 0] and shift.split == "Test_shift"
     assert all(s.lesion_mask_path is None and not s.has_dermo for s in shift)
-    with pytest.raises(DataError, match=r"no split 'Test_v2'.*splits found: \['Training', 'Validation', 'Test_shift'\]"):
+    with pytest.raises(
+        DataError, match=r"no split 'Test_v2'.*splits found: \['Training', 'Validation', 'Test_shift'\]"
+    ):
         isic2017(isic2017_root, "Test_v2")
 
 
@@ -142,5 +146,19 @@ def test_sample_is_frozen_and_sample_list_behaves_like_a_sequence(isic2017_root)
         samples.subset(["nope"])
     with pytest.raises(DataError, match="label"):
         Sample("x", samples[0].image_path, 2)
-    assert "positives=2" in repr(samples)
+    assert "positives=2" in repr(samples) and hash(samples[0]) == hash(isic2017(isic2017_root)[0])
     assert np.array_equal(np.array(samples.labels), np.array([0, 1, 0, 1, 0, 0]))
+
+
+def test_reads_the_synthetic_set_with_its_shift_split_and_artifact_flags(tmp_path):
+    from attnmel.data import LesionDataset, make_synthetic, train_transform
+
+    root = tmp_path / "synthetic"
+    make_synthetic(root, n=24, size=32, seed=0, artifact_bias=1.0)
+    assert isic2017_splits(root) == ["Training", "Validation", "Test_v2", "Test_shift"]
+    train = isic2017(root, "Training", verify=True)
+    assert all(s.meta["artifact"] == s.label for s in train)  # bias 1: the artifact marks every melanoma
+    assert all(s.has_dermo and s.lesion_mask_path is not None for s in train)
+    item = LesionDataset(train, train_transform(24, 28), roi="dermo")[0]
+    assert item["roi"].shape == (1, 24, 24) and item["has_mask"]
+    assert len(isic2017(root, "Test_shift")) > 0

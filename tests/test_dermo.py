@@ -74,13 +74,17 @@ def test_superpixel_index_out_of_range(tmp_path):
     sp, js = tmp_path / "a_superpixels.png", tmp_path / "a_features.json"
     Image.fromarray(encode_superpixels(superpixel_grid())).save(sp)
     js.write_text(json.dumps(_features(10)))
-    with pytest.raises(DataError, match=r"a_superpixels\.png: superpixel index 11 is out of range .* lists 10"):
+    with pytest.raises(
+        DataError, match=r"a_superpixels\.png: superpixel index 11 is out of range .* lists 10"
+    ):
         dermo_roi(sp, js)
 
 
 def _identity():
     """Keep geometry: uint8 -> float, masks -> {0, 1}; no crop or resize."""
-    return v2.Compose([v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True), BinariseMasks()])
+    return v2.Compose(
+        [v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True), BinariseMasks()]
+    )
 
 
 def test_dataset_dermo_roi_matches_the_active_superpixel(isic2017_root):

@@ -38,9 +38,14 @@ def isic2016_dir(shared_data):
     return root
 
 
-@pytest.mark.parametrize(("split", "n", "melanoma", "masks"), [
-    ("Training", 2000, 374, 2000), ("Validation", 150, 30, 150), ("Test_v2", 600, 117, 0),
-])
+@pytest.mark.parametrize(
+    ("split", "n", "melanoma", "masks"),
+    [
+        ("Training", 2000, 374, 2000),
+        ("Validation", 150, 30, 150),
+        ("Test_v2", 600, 117, 0),
+    ],
+)
 def test_isic2017_counts(isic2017_dir, split, n, melanoma, masks):
     samples = isic2017(isic2017_dir, split)
     assert len(samples) == n and sum(samples.labels) == melanoma and samples.n_skipped == 0
@@ -60,7 +65,9 @@ def test_isic2016_counts_and_validation_partition(isic2016_dir):
 
 def test_real_items_through_the_pipeline(isic2017_dir, tmp_path):
     samples = isic2017(isic2017_dir, "Training")[:4]
-    cached = LesionDataset(samples, eval_transform(64, 73), roi="lesion", cache=PreprocessCache(tmp_path, resize=73))
+    cached = LesionDataset(
+        samples, eval_transform(64, 73), roi="lesion", cache=PreprocessCache(tmp_path, resize=73)
+    )
     plain = LesionDataset(samples, eval_transform(64, 73), roi="lesion")
     for i in range(4):
         a, b = cached[i], plain[i]
@@ -77,14 +84,16 @@ def test_fullres_images_decode(shared_data, tmp_path):
     samples = isic2017(root, "Training")
     assert len(samples) == 60 and sum(samples.labels) == 30
     largest = max(samples, key=lambda s: s.image_path.stat().st_size)
-    item = LesionDataset([largest], eval_transform(64, 73), roi="lesion", cache=PreprocessCache(tmp_path, resize=73))[0]
+    item = LesionDataset(
+        [largest], eval_transform(64, 73), roi="lesion", cache=PreprocessCache(tmp_path, resize=73)
+    )[0]
     assert item["image"].shape == (3, 64, 64) and item["has_mask"]
 
 
 def test_normalisation_stats_land_near_the_authors(isic2017_dir):
-    samples = isic2017(isic2017_dir, "Training")[::50]  # 40 images: a smoke check of the recipe
-    stats = normalisation_stats(samples, size=112, resize=128, seed=0)
-    assert stats.n_images == 40
-    assert torch.allclose(torch.tensor(stats.mean), torch.tensor(ISIC2017_MEAN), atol=0.06)
-    assert torch.allclose(torch.tensor(stats.std), torch.tensor(ISIC2017_STD), atol=0.04)
+    samples = isic2017(isic2017_dir, "Training")[::25]  # 80 images: a smoke check of the recipe
+    stats = normalisation_stats(samples, size=64, resize=73, seed=0)
+    assert stats.n_images == 80
+    assert torch.allclose(torch.tensor(stats.mean), torch.tensor(ISIC2017_MEAN), atol=0.07)
+    assert torch.allclose(torch.tensor(stats.std), torch.tensor(ISIC2017_STD), atol=0.03)
     assert all(s < p for s, p in zip(stats.std, stats.pooled_std, strict=True))  # per-image std < pooled std

@@ -10,7 +10,9 @@ from attnmel.data import Sample, SampleList, class_weights, oversample, stratifi
 
 def _samples(labels):
     return SampleList(
-        [Sample(f"ISIC_{i:07d}", f"/nowhere/{i}.jpg", y) for i, y in enumerate(labels)], name="t", split="Training"
+        [Sample(f"ISIC_{i:07d}", f"/nowhere/{i}.jpg", y) for i, y in enumerate(labels)],
+        name="t",
+        split="Training",
     )
 
 
@@ -18,7 +20,11 @@ def test_oversample_lists_each_positive_four_times():
     samples = _samples([0, 1, 0, 0, 1])
     out = oversample(samples)
     assert out.ids == [
-        "ISIC_0000000", *["ISIC_0000001"] * 4, "ISIC_0000002", "ISIC_0000003", *["ISIC_0000004"] * 4,
+        "ISIC_0000000",
+        *["ISIC_0000001"] * 4,
+        "ISIC_0000002",
+        "ISIC_0000003",
+        *["ISIC_0000004"] * 4,
     ]
     assert out.class_counts() == {0: 3, 1: 8} and out.meta["oversample_factor"] == 4 and out.name == "t"
     assert oversample(samples, factor=1).ids == samples.ids

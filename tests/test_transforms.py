@@ -119,7 +119,9 @@ def test_roi_kinds_and_samples_without_masks(isic2017_root):
     _left_half_mask(isic2017_root, "ISIC_0000004")
     samples = isic2017(isic2017_root)
     transform = eval_transform(16, 20)
-    plain, lesion, background = (LesionDataset(samples, transform, roi=r)[4] for r in (None, "lesion", "background"))
+    plain, lesion, background = (
+        LesionDataset(samples, transform, roi=r)[4] for r in (None, "lesion", "background")
+    )
     assert plain["mask"].sum() > 0 and plain["roi"].sum() == 0
     assert torch.equal(lesion["roi"], plain["mask"])
     assert torch.equal(background["roi"], 1.0 - plain["mask"])

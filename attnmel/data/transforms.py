@@ -1,0 +1,177 @@
+"""Image + mask transforms (torchvision.transforms.v2), following the paper's preprocessing (Sec. 3).
+
+Preprocessing: centre crop to a square of side ``0.8 * min(H, W)``, resize to ``resize`` (256 in the paper;
+bilinear with antialias for the image, nearest for masks). Training then takes a random ``size`` crop (224), a
+rotation by a random multiple of 90 degrees, horizontal and vertical flips (p = 0.5 each), converts to float in
+[0, 1] and normalises with per-dataset statistics; evaluation takes the centre ``size`` crop.
+
+Image and masks travel together as ``tv_tensors.Image`` / ``tv_tensors.Mask`` through one ``v2.Compose``, so
+every random draw applies to all of them. Inputs are uint8: image (3, H, W), masks (1, H, W) in {0, 1}; the
+outputs are float32, masks binarised to {0, 1} by :class:`BinariseMasks`.
+
+The first step of the pipelines is a :class:`Preprocess`; :func:`split_preprocess` separates it so a
+:class:`~attnmel.data.cache.PreprocessCache` can do that step once per image and store the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+from torchvision.transforms.v2._utils import query_size
+
+__all__ = [
+    "ISIC2017_MEAN",
+    "ISIC2017_STD",
+    "ISIC2016_MEAN",
+    "ISIC2016_STD",
+    "CROP_FRACTION",
+    "default_resize",
+    "CentreCropFraction",
+    "RandomRotate90",
+    "BinariseMasks",
+    "Preprocess",
+    "preprocess_transform",
+    "train_transform",
+    "eval_transform",
+    "split_preprocess",
+]
+
+# Per-dataset statistics of the authors (REFERENCE_NOTES.md): mean of pixels, std = mean of per-image stds.
+ISIC2017_MEAN = (0.6820, 0.5312, 0.4736)
+ISIC2017_STD = (0.0840, 0.1140, 0.1282)
+ISIC2016_MEAN = (0.7012, 0.5517, 0.4875)
+ISIC2016_STD = (0.0942, 0.1331, 0.1521)
+CROP_FRACTION = 0.8
+
+
+def default_resize(size: int) -> int:
+    """The pre-crop resize that keeps the paper's 224 / 256 ratio: ``round(size * 256 / 224)`` (128 -> 146)."""
+    return int(round(size * 256 / 224))
+
+
+class CentreCropFraction(v2.Transform):
+    """Centre crop to a square of side ``round(fraction * min(H, W))``."""
+
+    def __init__(self, fraction: float = CROP_FRACTION) -> None:
+        super().__init__()
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        self.fraction = fraction
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        height, width = query_size(flat_inputs)
+        return {"side": max(1, int(round(self.fraction * min(height, width))))}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        return self._call_kernel(F.center_crop, inpt, output_size=[params["side"], params["side"]])
+
+
+class RandomRotate90(v2.Transform):
+    """Rotate by ``k * 90`` degrees, ``k`` uniform in {0, 1, 2, 3} (an exact pixel permutation, no resampling)."""
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        return {"k": int(torch.randint(0, 4, ()).item())}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if not isinstance(inpt, torch.Tensor):
+            raise TypeError(
+                f"RandomRotate90 works on tensors (tv_tensors.Image / Mask), got {type(inpt).__name__}"
+            )
+        if params["k"] == 0:
+            return inpt
+        return tv_tensors.wrap(torch.rot90(inpt, params["k"], dims=(-2, -1)), like=inpt)
+
+
+class BinariseMasks(v2.Transform):
+    """Masks -> float32 {0, 1} (``> 0`` is foreground); images pass through unchanged."""
+
+    _transformed_types = (tv_tensors.Mask,)
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        return tv_tensors.wrap((inpt > 0).to(torch.float32), like=inpt)
+
+
+class Preprocess(v2.Compose):
+    """The deterministic, once-per-image step: centre crop ``fraction * min(H, W)``, resize to ``resize``."""
+
+    def __init__(self, resize: int = 256, fraction: float = CROP_FRACTION) -> None:
+        if resize < 1:
+            raise ValueError(f"resize must be positive, got {resize}")
+        super().__init__([CentreCropFraction(fraction), v2.Resize((resize, resize), antialias=True)])
+        self.resize = resize
+        self.fraction = fraction
+
+
+def preprocess_transform(resize: int = 256, fraction: float = CROP_FRACTION) -> Preprocess:
+    return Preprocess(resize, fraction)
+
+
+def _check_sizes(size: int, resize: int | None) -> int:
+    resize = default_resize(size) if resize is None else resize
+    if not 0 < size <= resize:
+        raise ValueError(f"need 0 < size <= resize, got size={size}, resize={resize}")
+    return resize
+
+
+def _finish(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform]:
+    return [
+        v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
+        v2.Normalize(mean=list(mean), std=list(std)),
+        BinariseMasks(),
+    ]
+
+
+def train_transform(
+    size: int = 224,
+    resize: int | None = 256,
+    mean: Sequence[float] = ISIC2017_MEAN,
+    std: Sequence[float] = ISIC2017_STD,
+) -> v2.Compose:
+    """Training pipeline: preprocess, random crop ``size``, random 90-degree rotation, flips, float, normalise.
+
+    Args:
+        size: output side (224 in the paper; e.g. 128 for CPU runs).
+        resize: side after the 0.8 centre crop; None -> :func:`default_resize` (``size`` 128 -> 146).
+        mean, std: per-channel normalisation (:data:`ISIC2017_MEAN` / :data:`ISIC2017_STD` by default).
+    """
+    resize = _check_sizes(size, resize)
+    return v2.Compose(
+        [
+            Preprocess(resize),
+            v2.RandomCrop(size),
+            RandomRotate90(),
+            v2.RandomHorizontalFlip(0.5),
+            v2.RandomVerticalFlip(0.5),
+            *_finish(mean, std),
+        ]
+    )
+
+
+def eval_transform(
+    size: int = 224,
+    resize: int | None = 256,
+    mean: Sequence[float] = ISIC2017_MEAN,
+    std: Sequence[float] = ISIC2017_STD,
+) -> v2.Compose:
+    """Evaluation pipeline: preprocess, centre crop ``size``, float, normalise (arguments as :func:`train_transform`)."""
+    resize = _check_sizes(size, resize)
+    return v2.Compose([Preprocess(resize), v2.CenterCrop(size), *_finish(mean, std)])
+
+
+def split_preprocess(transform: Any) -> tuple[Preprocess | None, Any]:
+    """``(preprocess, rest)`` when ``transform`` is a ``v2.Compose`` starting with :class:`Preprocess`.
+
+    Otherwise ``(None, transform)``: the transform has no separable preprocessing step, so it cannot be cached.
+    """
+    if (
+        isinstance(transform, v2.Compose)
+        and transform.transforms
+        and isinstance(transform.transforms[0], Preprocess)
+    ):
+        return transform.transforms[0], v2.Compose(list(transform.transforms[1:]))
+    return None, transform

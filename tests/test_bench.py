@@ -1,0 +1,158 @@
+"""attnmel.bench: FLOP counting against hand counts, the shape of the measurement dicts, the Markdown table.
+
+Nothing here asserts a speed: the figures depend on the machine. Cases are tiny (32 px, batch 2, one step).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from attnmel import bench
+
+
+def test_count_flops_of_a_conv_matches_the_hand_count():
+    conv = nn.Conv2d(3, 4, kernel_size=3, padding=1)
+    x = torch.randn(2, 3, 8, 8)  # (N, 3, 8, 8)
+    # each output element is a 3x3x3 dot product: 27 multiply-adds = 54 FLOPs; bias not counted
+    forward = 2 * (2 * 4 * 8 * 8) * (3 * 3 * 3)
+    assert bench.count_flops(lambda: conv(x)) == forward
+    # backward with an input that needs no gradient computes the weight gradient only: one more forward's worth
+    assert bench.count_flops(lambda: conv(x).sum().backward()) == 2 * forward
+
+
+def test_count_flops_of_a_linear_layer():
+    layer = nn.Linear(10, 3)
+    x = torch.randn(5, 10, requires_grad=True)  # (N, 10)
+    forward = 2 * 5 * 10 * 3
+    assert bench.count_flops(lambda: layer(x)) == forward
+    # backward: input gradient and weight gradient, each a product of the same size
+    assert bench.count_flops(lambda: layer(x).sum().backward()) == 3 * forward
+
+
+def _vgg16_conv_flops(size: int) -> int:
+    """Hand count of VGG-16's 13 convolutions (3x3, padding 1) on a size x size image."""
+    blocks = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
+    total, c_in, side = 0, 3, size
+    for widths in blocks:
+        for c_out in widths:
+            total += 2 * side * side * c_out * c_in * 9
+            c_in = c_out
+        side //= 2
+    return total
+
+
+@pytest.mark.parametrize("size", [32, 224])
+def test_model_flops_is_the_backbone_plus_a_small_head(size):
+    forward = bench.model_flops("attnmel_cnn", size, train=False)
+    backbone = _vgg16_conv_flops(size)
+    assert backbone <= forward <= 1.05 * backbone  # attention 1x1 convs and the classifier are a few percent
+    train = bench.model_flops("attnmel_cnn", size, train=True)
+    assert (
+        2.5 * forward < train < 3.0 * forward
+    )  # backward ~ 2x forward, minus the first layer's input gradient
+    assert bench.model_flops("attnmel_cnn", size, train=False, batch_size=3) == 3 * forward
+
+
+def test_unknown_mode_and_bad_counts_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown benchmark mode 'fp8'"):
+        bench.train_step_throughput(image_size=32, batch_size=2, mode="fp8", steps=1)
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        bench.mode_spec("fp16", "cpu")
+    with pytest.raises(ValueError, match="steps must be an integer >= 1"):
+        bench.inference_throughput(image_size=32, batch_size=2, steps=0)
+    with pytest.raises(ValueError, match="image_size must be an integer >= 32"):
+        bench.train_step_throughput(image_size=16, batch_size=2, steps=1)
+
+
+def _check_measurement(result: dict, kind: str, mode: str, steps: int) -> None:
+    assert result["status"] == "ok", result["reason"]
+    assert (result["kind"], result["mode"], result["image_size"], result["batch_size"]) == (kind, mode, 32, 2)
+    assert len(result["step_times_s"]) == steps
+    assert all(t > 0 for t in result["step_times_s"])
+    assert result["seconds_per_step"] == sorted(result["step_times_s"])[len(result["step_times_s"]) // 2]
+    assert result["images_per_s"] == pytest.approx(2 / result["seconds_per_step"])
+
+
+def test_train_step_throughput_runs_a_real_step_in_bf16_channels_last():
+    result = bench.train_step_throughput("attnmel_cnn", 32, 2, "bf16+channels_last", steps=1, warmup=1)
+    _check_measurement(result, "train", "bf16+channels_last", 1)
+    assert result["first_step_s"] > 0
+    assert len(result["losses"]) == 2 and all(math.isfinite(v) and v > 0 for v in result["losses"])
+
+
+def test_inference_throughput_fields():
+    result = bench.inference_throughput("attnmel_cnn", 32, 2, "channels_last", steps=1, warmup=0)
+    _check_measurement(result, "inference", "channels_last", 1)
+    assert result["first_step_s"] is None
+
+
+def test_compile_is_capped_and_its_failure_recorded():
+    # a 1 s cap kills the child process long before torch.compile finishes: the case fails, nothing raises
+    result = bench.train_step_throughput(
+        image_size=32, batch_size=2, mode="compile", steps=1, compile_timeout=1
+    )
+    assert result["status"] == "failed"
+    assert "timed out after 1 s" in result["reason"]
+    assert result["images_per_s"] is None
+
+
+def test_matmul_ceiling_is_positive():
+    assert bench.matmul_ceiling(torch.float32, n=64, seconds=0.0) > 0
+    assert bench.measure_ceilings({"bf16"}, n=32, seconds=0.0).keys() == {"bf16"}
+    with pytest.raises(ValueError, match="unknown ceiling dtype"):
+        bench.measure_ceilings({"int8"})
+
+
+def test_run_benchmarks_rows_and_markdown():
+    rows = bench.run_benchmarks(
+        (32,), (2,), ("fp32", "compile"), steps=1, warmup=0, ceilings={"fp32": 50.0}, compile_shapes=[]
+    )
+    assert [r["mode"] for r in rows] == ["fp32", "compile"]
+    fp32, compiled = rows
+    assert fp32["train_status"] == fp32["infer_status"] == "ok"
+    assert fp32["train_flops_per_image"] == bench.model_flops("attnmel_cnn", 32, train=True)
+    achieved = fp32["train_flops_per_image"] * fp32["train_images_per_s"] / 1e9
+    assert fp32["train_gflops_per_s"] == pytest.approx(achieved)
+    assert fp32["train_fraction_of_ceiling"] == pytest.approx(achieved / 50.0)
+    assert fp32["infer_fraction_of_ceiling"] > 0
+    assert compiled["train_status"] == compiled["infer_status"] == "skipped"
+    assert "compile not measured" in compiled["note"]
+
+    table = bench.to_markdown(rows).splitlines()
+    assert table[0].startswith("| size | batch | mode | train img/s")
+    assert set(table[1]) <= set("|-: ")
+    assert len(table) == 4
+    assert table[2].startswith("| 32 | 2 | fp32 | ")
+    assert table[3].count("—") == 5  # skipped: every figure is a dash
+
+
+def test_jpeg_decoding_skips_the_gpu_without_cuda():
+    result = bench.jpeg_decode_throughput(n_images=2, height=48, width=64, repeats=1, device="cpu")
+    assert result["cpu_images_per_s"] > 0
+    assert result["gpu_status"] == "skipped"
+    assert "not measured" in result["gpu_note"]
+
+
+def test_render_report_has_machine_info_and_the_table():
+    rows = [
+        {"image_size": 128, "batch_size": 8, "mode": "fp32", "train_images_per_s": 1.5, "train_seconds_per_step": 5.3,
+         "train_fraction_of_ceiling": 0.25, "infer_images_per_s": 6.0, "infer_fraction_of_ceiling": 0.4, "note": ""},
+    ]  # fmt: skip
+    result = {
+        "created": "2025-01-01T00:00:00+00:00",
+        "elapsed_s": 60.0,
+        "machine": bench.machine_info("cpu"),
+        "config": {"model": "attnmel_cnn", "warmup": 1, "matmul_n": 2048},
+        "ceilings_gflops_per_s": {"fp32": 100.0},
+        "flops_per_image": {"128": {"train": 3e10, "infer": 1e10}},
+        "rows": rows,
+        "jpeg": None,
+    }
+    text = bench.render_report(result)
+    assert result["machine"]["cpu_model"] in text
+    assert "fp32 100 GFLOP/s" in text
+    assert "| 128 | 8 | fp32 | 1.50 | 5.30 | 25.0 | 6.00 | 40.0 |  |" in text

@@ -1,0 +1,111 @@
+"""TrainConfig: the paper's defaults, validation with clear messages, presets, JSON round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from attnmel.config import PRESETS, TrainConfig
+
+
+def test_defaults_are_the_papers_protocol() -> None:
+    c = TrainConfig()
+    assert (c.lr, c.momentum, c.nesterov, c.weight_decay) == (0.01, 0.9, True, 1e-4)
+    assert (c.lr_step, c.lr_gamma, c.epochs, c.batch_size) == (10, 0.1, 50, 32)
+    assert (c.focal_gamma, c.focal_alpha, c.lambda3, c.lambda4) == (2.0, None, 0.001, 0.01)
+    assert (c.sampler, c.oversample, c.model, c.backbone) == ("oversample", 4, "attnmel_cnn", "vgg16_bn")
+    assert TrainConfig(dataset="isic2017", data_root="x").epoch_passes == 2
+    assert TrainConfig(dataset="isic2016", data_root="x").epoch_passes == 5
+    assert TrainConfig(dataset="isic2016", data_root="x").splits == (
+        "Training",
+        "Validation",
+        ("Validation", "Test"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    [
+        ({"model": "resnet50"}, "TrainConfig.model = 'resnet50' is not allowed; choose one of"),
+        ({"dataset": "ph2"}, "TrainConfig.dataset"),
+        ({"roi": "lesions"}, "'lesions'"),
+        ({"sampler": "balanced"}, "TrainConfig.sampler"),
+        ({"precision": "fp8"}, "TrainConfig.precision"),
+        ({"lr": "fast"}, "TrainConfig.lr must be float, got 'fast'"),
+        ({"lr": 0.0}, "TrainConfig.lr = 0.0 must be > 0"),
+        ({"batch_size": 0}, "TrainConfig.batch_size = 0 must be >= 1"),
+        ({"batch_size": True}, "TrainConfig.batch_size must be int"),
+        ({"epochs": 2.5}, "TrainConfig.epochs must be int"),
+        ({"image_size": 300}, "larger than resize"),
+        ({"image_size": 16, "resize": 20}, "must be >= 32"),
+        ({"focal_alpha": 1.5}, "focal_alpha"),
+        ({"lr_gamma": 0.0}, "lr_gamma"),
+        ({"dataset": "isic2017"}, "data_root is required"),
+        ({"model": "vgg16", "roi": "lesion"}, "regularises attention maps"),
+        ({"device": "gpu"}, "TrainConfig.device = 'gpu'"),
+        ({"run_name": "a/b"}, "plain folder name"),
+        ({"eval_splits": " , "}, "eval_splits"),
+        ({"nesterov": True, "momentum": 0.0}, "nesterov"),
+    ],
+)
+def test_invalid_values_name_field_value_and_allowed(changes: dict, needle: str) -> None:
+    with pytest.raises(ValueError) as err:
+        TrainConfig(**changes)
+    assert needle in str(err.value)
+
+
+def test_int_for_float_field_is_accepted_as_float() -> None:
+    assert TrainConfig(lr=1).lr == 1.0 and isinstance(TrainConfig(lr=1).lr, float)
+
+
+def test_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        TrainConfig().lr = 0.1  # type: ignore[misc]
+
+
+def test_json_round_trip_and_flat_literals(tmp_path) -> None:
+    c = TrainConfig.from_preset("smoke", roi="lesion", eval_splits="Test_v2", max_train_samples=10)
+    data = json.loads(c.to_json())
+    assert all(v is None or isinstance(v, (bool, int, float, str)) for v in data.values())
+    assert TrainConfig.from_dict(data) == c
+    path = tmp_path / "c.json"
+    path.write_text(c.to_json())
+    assert TrainConfig.from_json(path) == c
+    assert c.splits[2] == ("Test_v2",)
+
+
+def test_unknown_keys_are_a_clear_error(tmp_path) -> None:
+    with pytest.raises(
+        ValueError, match=r"unknown TrainConfig field\(s\): 'batchsize' \(did you mean 'batch_size'\?\)"
+    ):
+        TrainConfig.from_dict({"batchsize": 8})
+    with pytest.raises(ValueError, match="unknown TrainConfig field"):
+        TrainConfig.from_preset("smoke", learning_rate=0.1)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="bad.json: not valid JSON"):
+        TrainConfig.from_json(bad)
+
+
+def test_presets() -> None:
+    assert set(PRESETS) == {"smoke", "isic2017-cpu", "paper"}
+    smoke = TrainConfig.from_preset("smoke")
+    assert smoke.dataset == "synthetic" and smoke.device == "cpu" and smoke.model == "attnmel_cnn"
+    assert 96 <= smoke.image_size <= 128 and smoke.epochs <= 10
+    cpu = TrainConfig.from_preset("isic2017-cpu")
+    assert (cpu.dataset, cpu.image_size, cpu.device, cpu.precision) == ("isic2017", 128, "cpu", "auto")
+    paper = TrainConfig.from_preset("paper")
+    assert (paper.image_size, paper.weights, paper.epochs, paper.batch_size) == (224, "IMAGENET1K_V1", 50, 32)
+    assert paper.device == "cuda" and paper.sampler == "oversample" and paper.oversample == 4
+    assert TrainConfig.from_preset("smoke", epochs=1).epochs == 1
+    with pytest.raises(ValueError, match="unknown preset 'fast'; presets are"):
+        TrainConfig.from_preset("fast")
+
+
+def test_synthetic_data_root_defaults_under_runs_root() -> None:
+    c = TrainConfig(runs_root="/r", synthetic_n=100, synthetic_size=64)
+    assert str(c.resolved_data_root()).startswith("/r/data/synthetic-n100-s64")
+    assert str(TrainConfig(data_root="/d").resolved_data_root()) == "/d"
+    assert TrainConfig(cache=False).resolved_cache_dir() is None

@@ -1,0 +1,176 @@
+"""fit() end to end on a tiny synthetic set: the run folder, checkpoints, NaN stop, guards, speed helpers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from attnmel.config import TrainConfig
+from attnmel.device import autocast, cpu_supports_bf16, make_grad_scaler, resolve_precision, select_device
+from attnmel.trainer import HISTORY_COLUMNS, TrainingDiverged, fit, progress_enabled
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: threads only add overhead on the busy 2-core CI machine
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory) -> Path:
+    from attnmel.data import make_synthetic
+
+    root = tmp_path_factory.mktemp("data") / "syn"
+    make_synthetic(root, n=40, size=48, seed=0)
+    return root
+
+
+def tiny(root: Path, runs: Path, **changes) -> TrainConfig:
+    base = dict(
+        data_root=str(root),
+        image_size=32,
+        resize=40,
+        epochs=2,
+        batch_size=4,
+        max_train_samples=8,
+        sampler="none",
+        num_workers=0,
+        device="cpu",
+        precision="fp32",
+        channels_last=False,
+        n_boot=20,
+        runs_root=str(runs),
+        run_name="run",
+        progress=False,
+        cache=False,
+        seed=3,
+    )
+    return TrainConfig(**{**base, **changes})
+
+
+@pytest.fixture(scope="module")
+def finished_run(synthetic_root, tmp_path_factory):
+    config = tiny(synthetic_root, tmp_path_factory.mktemp("runs"), sampler="oversample", oversample=2)
+    return config, fit(config, log=lambda _msg: None)
+
+
+def test_run_folder_holds_everything(finished_run) -> None:
+    config, result = finished_run
+    run = result.run_dir
+    assert run == Path(config.runs_root) / "run"
+    assert json.loads((run / "config.json").read_text()) == config.to_dict()
+    rows = list(csv.DictReader((run / "history.csv").open()))
+    assert tuple(rows[0]) == HISTORY_COLUMNS and [r["epoch"] for r in rows] == ["1", "2"]
+    history = json.loads((run / "history.json").read_text())
+    assert len(history) == 2 and history == [
+        {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
+        for r in result.history
+    ]
+    for row in history:
+        assert row["lr"] == 0.01 and row["train_loss"] > 0 and row["seconds"] > 0
+        assert row["train_loss"] == pytest.approx(row["train_focal"])  # no ROI: the Dice terms are zero
+        assert row["train_images"] >= 8  # 8 samples, positives listed twice
+        assert 0 <= row["val_auc"] <= 1 and 0 <= row["val_ap"] <= 1
+    assert sum(r["is_best"] for r in history) >= 1 and history[result.best_epoch - 1]["is_best"]
+    for name in ("best", "latest"):
+        ckpt = torch.load(run / "checkpoints" / f"{name}.pt", weights_only=True)
+        assert ckpt["arch"] == "attnmel_cnn" and ckpt["config"] == config.to_dict()
+        assert set(ckpt) >= {"model", "optimizer", "scheduler", "epoch", "best_val_auc", "rng", "arch_kwargs"}
+    latest = torch.load(run / "checkpoints" / "latest.pt", weights_only=True)
+    best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    assert latest["epoch"] == 2 and best["epoch"] == result.best_epoch
+    assert latest["scheduler"]["last_epoch"] == 2
+    for split in ("Validation", "Test_v2", "Test_shift"):
+        ids = [r["image_id"] for r in csv.DictReader((run / "predictions" / f"{split}.csv").open())]
+        listed = [
+            r[0]
+            for r in csv.reader(
+                (config.resolved_data_root() / f"ISIC-2017_{split}_Part3_GroundTruth.csv").open()
+            )
+        ][1:]
+        assert sorted(ids) == sorted(listed)
+        metrics = json.loads((run / "metrics" / f"{split}.json").read_text())
+        assert metrics["split"] == split and metrics["n"] == len(ids) and "auc_ci" in metrics
+        assert result.test_metrics[split]["n"] == len(ids)
+    assert json.loads((run / "data" / "Training.json").read_text())["n"] == 8
+
+
+def test_existing_run_needs_resume_and_resume_checks_settings(finished_run) -> None:
+    config, _ = finished_run
+    with pytest.raises(FileExistsError, match="pass resume=True"):
+        fit(config, log=lambda _msg: None)
+    with pytest.raises(ValueError, match="lr: checkpoint 0.01 vs config 0.02"):
+        fit(config.replace(resume=True, lr=0.02, epochs=3), log=lambda _msg: None)
+    with pytest.raises(ValueError, match="holds a 'attnmel_cnn' model"):
+        fit(config.replace(resume=True, model="mel_cnn"), log=lambda _msg: None)
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        fit(config.replace(resume=True, run_name="other"), log=lambda _msg: None)
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(
+    synthetic_root, tmp_path, monkeypatch
+) -> None:
+    import attnmel.trainer as trainer
+
+    real = trainer.build_loss
+    calls = {"n": 0}
+
+    def poisoned(config):
+        loss = real(config)
+
+        def forward(output, target, roi=None):
+            calls["n"] += 1
+            parts = loss(output, target, roi)
+            if calls["n"] > 2:  # epoch 1 has 2 batches; the first batch of epoch 2 turns NaN
+                return parts._replace(total=parts.total * float("nan"))
+            return parts
+
+        return forward
+
+    monkeypatch.setattr(trainer, "build_loss", poisoned)
+    config = tiny(synthetic_root, tmp_path, eval_splits="Validation")
+    with pytest.raises(TrainingDiverged, match=r"diverged at epoch 2, batch 1/2: loss = nan") as err:
+        fit(config, log=lambda _msg: None)
+    assert (err.value.epoch, err.value.batch) == (2, 1)
+    assert "latest.pt (epoch 1), left intact" in str(err.value)
+    latest = torch.load(tmp_path / "run" / "checkpoints" / "latest.pt", weights_only=True)
+    assert latest["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in latest["model"].values() if v.is_floating_point())
+
+
+def test_tensorboard_logs(synthetic_root, tmp_path) -> None:
+    pytest.importorskip("tensorboard")
+    fit(
+        tiny(synthetic_root, tmp_path, epochs=1, tensorboard=True, eval_splits="Validation"),
+        log=lambda _m: None,
+    )
+    events = list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+
+
+def test_device_and_precision_helpers() -> None:
+    cpu = torch.device("cpu")
+    assert select_device("cpu") == cpu
+    assert resolve_precision("auto", cpu) == ("bf16" if cpu_supports_bf16() else "fp32")
+    assert resolve_precision("bf16", cpu) == "bf16"
+    with pytest.raises(ValueError, match="fp16' needs a GPU"):
+        resolve_precision("fp16", cpu)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        resolve_precision("int8", cpu)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            select_device("cuda")
+    a = torch.randn(4, 4)
+    with autocast(cpu, "bf16"):
+        assert (a @ a).dtype == torch.bfloat16
+    with autocast(cpu, "fp32"):
+        assert (a @ a).dtype == torch.float32
+    assert not make_grad_scaler(cpu, "bf16").is_enabled()
+    assert progress_enabled(False) is False
