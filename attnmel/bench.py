@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +76,7 @@ __all__ = [
 
 DEFAULT_SIZES = (224, 128)
 DEFAULT_BATCHES = (8, 32)
-DEFAULT_COMPILE_TIMEOUT_S = 420.0  # per compiled case (compile + measurement), in a child process
+DEFAULT_COMPILE_TIMEOUT_S = 300.0  # per compiled case (compile + measurement), in a child process
 
 
 @dataclass(frozen=True)
@@ -618,6 +619,14 @@ def jpeg_decode_throughput(
     use to move decoding off a small CPU. Without CUDA ``gpu_status`` is ``"skipped"`` with a note; the CPU
     figure is still measured, as the baseline. Best of ``repeats`` passes over the ``n_images`` files.
     """
+    with warnings.catch_warnings():  # torchvision 0.29 deprecates its codecs in favour of TorchCodec
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _jpeg_decode_throughput(n_images, height, width, quality, repeats, torch.device(device), seed)
+
+
+def _jpeg_decode_throughput(
+    n_images: int, height: int, width: int, quality: int, repeats: int, device: torch.device, seed: int
+) -> dict[str, Any]:
     from torchvision.io import decode_jpeg
 
     if n_images < 1 or repeats < 1:
@@ -643,9 +652,9 @@ def jpeg_decode_throughput(
         best = min(best, time.perf_counter() - t0)
     result["cpu_images_per_s"] = n_images / best
 
-    device = torch.device(device)
     if device.type != "cuda" or not torch.cuda.is_available():
-        result["gpu_note"] = "CUDA not available: GPU JPEG decoding (nvJPEG) was not measured"
+        why = "CUDA not available" if not torch.cuda.is_available() else f"device {device} is not CUDA"
+        result["gpu_note"] = f"{why}: GPU JPEG decoding (nvJPEG) was not measured"
         return result
     try:
         decoded = decode_jpeg(files, device=device)  # warm-up: nvJPEG handles and buffers

@@ -35,6 +35,9 @@ __all__ = [
     "plot_attention_grid",
     "plot_deletion_curves",
     "save_figure",
+    "plot_class_balance",
+    "plot_samples",
+    "plot_augmentations",
 ]
 
 _RC = {
@@ -368,3 +371,85 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
     buffer = io.BytesIO()
     fig.savefig(buffer, format=fmt, dpi=dpi)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+# --------------------------------------------------------------------------------------------------------
+# Data
+
+
+@_styled
+def plot_class_balance(rows: Sequence[Mapping[str, Any]]) -> Figure:
+    """Stacked bars of melanoma / other images per split (rows from :func:`attnmel.data.split_summary`)."""
+    fig = Figure(figsize=(8, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    names = [r["split"] for r in rows]
+    melanoma = np.array([r["melanoma"] for r in rows])
+    other = np.array([r["other"] for r in rows])
+    ax.bar(names, other, color="tab:blue", label="other (nevus, seb. keratosis)")
+    ax.bar(names, melanoma, bottom=other, color="tab:red", label="melanoma")
+    for i, (m, o) in enumerate(zip(melanoma, other, strict=True)):
+        ax.text(i, m + o, f"{m / max(m + o, 1):.0%} mel.", ha="center", va="bottom", fontsize=10)
+    ax.set_ylabel("images")
+    ax.set_xlabel("split")
+    ax.set_title("Class balance per split")
+    ax.set_ylim(0, (melanoma + other).max() * 1.15)
+    ax.legend(loc="upper right")
+    return fig
+
+
+def _outline(ax: Any, mask: np.ndarray, colour: str, label: str | None = None) -> None:
+    if mask.any() and not mask.all():
+        ax.contour(mask.astype(float), levels=[0.5], colors=[colour], linewidths=1.5)
+    if label:
+        ax.plot([], [], color=colour, label=label)
+
+
+@_styled
+def plot_samples(
+    images: Sequence[Any],
+    masks: Sequence[Any | None],
+    titles: Sequence[str],
+    dermo: Sequence[Any | None] | None = None,
+    columns: int = 4,
+) -> Figure:
+    """A grid of images (uint8 HxWx3) with the lesion outline and, where given, the Dermo ROI shaded."""
+    n = len(images)
+    rows = math.ceil(n / columns)
+    fig = Figure(figsize=(2.4 * columns, 2.55 * rows + 0.4), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i >= n:
+            continue
+        ax.imshow(_numpy(images[i]))
+        if dermo is not None and dermo[i] is not None:
+            roi = _numpy(dermo[i]).astype(bool)
+            shade = np.zeros((*roi.shape, 4))
+            shade[roi] = (0.0, 0.9, 1.0, 0.35)
+            ax.imshow(shade)
+        if masks[i] is not None:
+            _outline(ax, _numpy(masks[i]) > 0, LESION_COLOUR)
+        ax.set_title(titles[i], fontsize=10)
+    handles = [Line2D([], [], color=LESION_COLOUR, lw=2, label="lesion mask (Part 1)")]
+    if dermo is not None:
+        handles.append(Line2D([], [], color=(0.0, 0.9, 1.0), lw=6, alpha=0.5, label="Dermo ROI (Part 2 union)"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles))
+    return fig
+
+
+@_styled
+def plot_augmentations(original: Any, views: Sequence[Any], view_masks: Sequence[Any], title: str) -> Figure:
+    """The full-size image next to training views (uint8 HxWx3) with their transformed lesion outlines."""
+    n = len(views) + 1
+    fig = Figure(figsize=(2.3 * n, 2.9), layout="constrained")
+    axes = fig.subplots(1, n)
+    axes[0].imshow(_numpy(original))
+    axes[0].set_title("original", fontsize=10)
+    for i, (view, mask) in enumerate(zip(views, view_masks, strict=True), 1):
+        axes[i].imshow(_numpy(view))
+        _outline(axes[i], _numpy(mask) > 0, LESION_COLOUR)
+        axes[i].set_title(f"training view {i}", fontsize=10)
+    for ax in axes:
+        ax.set_axis_off()
+    fig.suptitle(title)
+    return fig

@@ -10,9 +10,11 @@ from .dermo import DERMO_THRESHOLD, FEATURE_NAMES, dermo_roi, load_features, loa
 from .images import image_size, load_mask, load_rgb
 from .isic import ISIC2016_SPLITS, ISIC2017_SPLITS, isic2016, isic2017, isic2017_splits
 from .ph2 import ph2
+from .preview import preview_sample, training_views
 from .samples import DataError, Sample, SampleList
 from .sampling import class_weights, oversample, stratified_split, weighted_sampler
 from .stats import NormStats, normalisation_stats
+from .summary import artifact_table, split_summary
 from .synthetic import make_synthetic
 from .transforms import (
     ISIC2016_MEAN,
@@ -27,10 +29,16 @@ from .transforms import (
     eval_transform,
     preprocess_transform,
     split_preprocess,
+    train_geometry,
     train_transform,
 )
 
 __all__ = [
+    "preview_sample",
+    "training_views",
+    "split_summary",
+    "artifact_table",
+    "train_geometry",
     "DataError",
     "Sample",
     "SampleList",

@@ -79,7 +79,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-__all__ = ["SyntheticSummary", "make_synthetic", "SPLITS", "FEATURES", "ID_START", "MANIFEST"]
+__all__ = [
+    "SyntheticSummary",
+    "make_synthetic",
+    "render",
+    "encode_superpixels",
+    "SPLITS",
+    "FEATURES",
+    "ID_START",
+    "MANIFEST",
+]
 
 SPLITS: tuple[str, ...] = ("Training", "Validation", "Test_v2", "Test_shift")
 FEATURES: tuple[str, ...] = ("pigment_network", "negative_network", "milia_like_cyst", "streaks")
@@ -331,7 +340,10 @@ def _plan(counts: dict[str, int], seed: int, artifact_bias: float, melanoma_frac
         is_sk[order[n_mel : n_mel + n_sk]] = True
         bias = 0.0 if split == "Test_shift" else float(artifact_bias)
         has_artifact = np.zeros(count, dtype=bool)
-        for members, p in ((np.flatnonzero(is_mel), 0.5 + bias / 2), (np.flatnonzero(~is_mel), 0.5 - bias / 2)):
+        for members, p in (
+            (np.flatnonzero(is_mel), 0.5 + bias / 2),
+            (np.flatnonzero(~is_mel), 0.5 - bias / 2),
+        ):
             chosen = rng.permutation(members)[: round(p * len(members))]
             has_artifact[chosen] = True
         for i in range(count):
@@ -350,7 +362,9 @@ def _write_tables(stage: Path, items: list[_Item]) -> None:
             for it in rows
         ]
         artifacts = ["image_id,artifact"] + [f"{it.image_id},{int(it.artifact)}" for it in rows]
-        (stage / f"ISIC-2017_{split}_Part3_GroundTruth.csv").write_bytes(("\r\n".join(labels) + "\r\n").encode())
+        (stage / f"ISIC-2017_{split}_Part3_GroundTruth.csv").write_bytes(
+            ("\r\n".join(labels) + "\r\n").encode()
+        )
         (stage / f"ISIC-2017_{split}_artifacts.csv").write_bytes(("\r\n".join(artifacts) + "\r\n").encode())
 
 
@@ -410,7 +424,8 @@ def render(kind: str, artifact: bool, *, seed: int, index: int, size: int) -> di
     """Draw one synthetic dermoscopy image and its annotations (pure function of its arguments).
 
     Returns a dict with ``image`` (S, S, 3) uint8, ``lesion`` (S, S) bool, ``artifact`` (S, S) bool,
-    ``superpixels`` (S, S) int32 indices 0..K-1 and ``features`` {name: (K,) uint8}.
+    ``field`` (S, S) bool (the dermoscope's field of view), ``superpixels`` (S, S) int32 indices 0..K-1 and
+    ``features`` {name: (K,) uint8}.
     """
     if kind not in ("melanoma", "nevus", "seborrheic_keratosis"):
         raise ValueError(f"kind must be 'melanoma', 'nevus' or 'seborrheic_keratosis', got {kind!r}")
@@ -553,6 +568,7 @@ def render(kind: str, artifact: bool, *, seed: int, index: int, size: int) -> di
         "image": np.asarray(out),
         "lesion": lesion,
         "artifact": artifact_mask,
+        "field": fov > 0.5,
         "superpixels": superpixels,
         "features": {name: _superpixel_labels(superpixels, px, lesion) for name, px in feature_px.items()},
     }
@@ -637,11 +653,15 @@ def _network(
     warped (irregular > 0) with a line thickness that varies over the image."""
     u, v = xx, yy
     if irregular > 0:
-        u = xx + irregular * period * 0.6 * _smooth_noise(rng, S, 8)
-        v = yy + irregular * period * 0.6 * _smooth_noise(rng, S, 8)
+        grid = max(8, S // 16)
+        u = xx + irregular * period * 0.9 * _smooth_noise(rng, S, grid)
+        v = yy + irregular * period * 0.9 * _smooth_noise(rng, S, grid)
     angle = rng.uniform(0, np.pi / 3)
     wave = 2 * np.pi / period
-    h = sum(np.cos(wave * (u * np.cos(angle + j * 2 * np.pi / 3) + v * np.sin(angle + j * 2 * np.pi / 3))) for j in range(3))
+    h = sum(
+        np.cos(wave * (u * np.cos(angle + j * 2 * np.pi / 3) + v * np.sin(angle + j * 2 * np.pi / 3)))
+        for j in range(3)
+    )
     t = -0.4 + thick + (0.5 * irregular * _smooth_noise(rng, S, 6) if irregular > 0 else 0.0)
     lumpy = 0.75 + 0.25 * _smooth_noise(rng, S, max(8, S // 8))  # uneven line strength
     return np.clip(_smoothstep(0.35, -0.35, h - t) * lumpy, 0, 1)
@@ -711,7 +731,9 @@ def _streaks(
             inner, outer = rng.uniform(0.78, 0.9), rng.uniform(1.0, 1.08)
             steps = np.linspace(inner, outer, 6)
             wobble = a + np.cumsum(rng.normal(0, 0.015, 6))
-            pts = [(cx + t * r * np.cos(w), cy + t * r * np.sin(w)) for t, w in zip(steps, wobble, strict=True)]
+            pts = [
+                (cx + t * r * np.cos(w), cy + t * r * np.sin(w)) for t, w in zip(steps, wobble, strict=True)
+            ]
             d.line(pts, fill=230, width=width, joint="curve")
             if rng.random() < 0.4:  # pseudopod: a bulb at the tip
                 x, y = pts[-1]
@@ -733,7 +755,12 @@ def _hairs(rng: np.random.Generator, S: int, k: float, count: int) -> np.ndarray
             p2 = p0 + length * np.array([np.cos(direction), np.sin(direction)])
             p1 = (p0 + p2) / 2 + rng.normal(0, 0.15, 2) * length
             pts = (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2  # (24, 2)
-            d.line([tuple(p) for p in pts], fill=int(rng.integers(170, 240)), width=max(1, round(k * rng.uniform(1.0, 2.0))), joint="curve")
+            d.line(
+                [tuple(p) for p in pts],
+                fill=int(rng.integers(170, 240)),
+                width=max(1, round(k * rng.uniform(1.0, 2.0))),
+                joint="curve",
+            )
 
     return _layer(S, draw, blur=0.35 * k)
 
@@ -752,7 +779,7 @@ def _artifact(
 ) -> tuple[np.ndarray, np.ndarray]:
     """A sticker or an ink stroke in the field of view, clear of the lesion. Returns (image, mask)."""
     sticker = rng.random() < 0.5
-    extent = S * (rng.uniform(0.045, 0.065) if sticker else rng.uniform(0.06, 0.09))
+    extent = S * (rng.uniform(0.045, 0.065) if sticker else rng.uniform(0.065, 0.1))
     margin = 0.02 * S
     for _ in range(20):
         cand = rng.uniform(0, S, (256, 2))  # (256, 2) candidate centres
@@ -771,7 +798,9 @@ def _artifact(
 
     if sticker:
         colour = _STICKER_COLOURS[rng.integers(len(_STICKER_COLOURS))] * rng.uniform(0.85, 1.05)
-        cover = _layer(S, lambda d: d.ellipse([ax - extent, ay - extent, ax + extent, ay + extent], fill=255), 0.6 * k)
+        cover = _layer(
+            S, lambda d: d.ellipse([ax - extent, ay - extent, ax + extent, ay + extent], fill=255), 0.6 * k
+        )
         yy, xx = np.mgrid[0:S, 0:S].astype(np.float32) + 0.5
         # shading: a soft highlight on one side, as on a glossy sticker
         hx, hy = ax - 0.35 * extent, ay - 0.35 * extent
@@ -783,8 +812,10 @@ def _artifact(
         bend = rng.normal(0, 0.5)
         t = np.linspace(-1, 1, 20)
         pts = [
-            (ax + extent * u * np.cos(a) - extent * bend * (1 - u * u) * np.sin(a),
-             ay + extent * u * np.sin(a) + extent * bend * (1 - u * u) * np.cos(a))
+            (
+                ax + extent * u * np.cos(a) - extent * bend * (1 - u * u) * np.sin(a),
+                ay + extent * u * np.sin(a) + extent * bend * (1 - u * u) * np.cos(a),
+            )
             for u in t
         ]
         width = max(2, round(k * rng.uniform(4.0, 8.0)))

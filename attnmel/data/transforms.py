@@ -139,17 +139,19 @@ def train_transform(
         resize: side after the 0.8 centre crop; None -> :func:`default_resize` (``size`` 128 -> 146).
         mean, std: per-channel normalisation (:data:`ISIC2017_MEAN` / :data:`ISIC2017_STD` by default).
     """
+    return v2.Compose([*train_geometry(size, resize), *_finish(mean, std)])
+
+
+def train_geometry(size: int = 224, resize: int | None = 256) -> list[v2.Transform]:
+    """The geometric part of the training pipeline (uint8 in, uint8 out): what previews show the network."""
     resize = _check_sizes(size, resize)
-    return v2.Compose(
-        [
-            Preprocess(resize),
-            v2.RandomCrop(size),
-            RandomRotate90(),
-            v2.RandomHorizontalFlip(0.5),
-            v2.RandomVerticalFlip(0.5),
-            *_finish(mean, std),
-        ]
-    )
+    return [
+        Preprocess(resize),
+        v2.RandomCrop(size),
+        RandomRotate90(),
+        v2.RandomHorizontalFlip(0.5),
+        v2.RandomVerticalFlip(0.5),
+    ]
 
 
 def eval_transform(
