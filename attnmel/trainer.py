@@ -66,6 +66,7 @@ __all__ = [
     "build_scheduler",
     "build_loss",
     "load_split",
+    "ensure_synthetic",
     "make_dataset",
     "HISTORY_COLUMNS",
 ]

@@ -64,6 +64,7 @@ def json_to_markdown(data: Any) -> str:
     for key, value in data.items():
         if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
             columns = list(dict.fromkeys(k for record in value for k in record))
+            columns.sort(key=lambda c: not isinstance(value[0].get(c), str))  # labels first, then figures
             table = [f"| {' | '.join(columns)} |", "|" + "---|" * len(columns)]
             table += ["| " + " | ".join(_cell(record.get(c)) for c in columns) + " |" for record in value]
             tables.append(f"{key}:\n\n" + "\n".join(table))
