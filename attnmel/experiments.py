@@ -31,6 +31,8 @@ __all__ = [
     "run_variants",
     "results_table",
     "markdown_table",
+    "format_metric",
+    "metrics_markdown",
 ]
 
 
@@ -193,7 +195,7 @@ def run_variants(
     return runs
 
 
-def _fmt(value: Any, ci: Any = None) -> str:
+def format_metric(value: Any, ci: Any = None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     text = f"{value:.3f}"
@@ -240,9 +242,25 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], with_dermo: bool = True) -
     header += ["Interp", "Ensemble", "External"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for i, r in enumerate(rows, 1):
-        cells = [str(i), r["method"], _fmt(r["ap"], r["ap_ci"]), _fmt(r["paper_ap"])]
-        cells += [_fmt(r["auc"], r["auc_ci"]), _fmt(r["paper_auc"]), tick[r["lesion"]]]
+        cells = [str(i), r["method"], format_metric(r["ap"], r["ap_ci"]), format_metric(r["paper_ap"])]
+        cells += [format_metric(r["auc"], r["auc_ci"]), format_metric(r["paper_auc"]), tick[r["lesion"]]]
         cells += [tick[r["dermo"]]] if with_dermo else []
         cells += [tick[r["interp"]], tick[r["ensemble"]], tick[r["external"]]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def metrics_markdown(metrics: Mapping[str, Mapping[str, Any]]) -> str:
+    """One Markdown row per split: AP and AUC with their CIs, threshold metrics and calibration."""
+    lines = [
+        "| split | n (melanoma) | AP [95% CI] | AUC [95% CI] | sensitivity | specificity | precision | Brier | ECE |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for split, m in metrics.items():
+        cells = [split, f"{m['n']} ({m['n_pos']})", format_metric(m.get("ap"), m.get("ap_ci"))]
+        cells += [format_metric(m.get("auc"), m.get("auc_ci"))]
+        cells += [
+            format_metric(m.get(k)) for k in ("sensitivity", "specificity", "precision", "brier", "ece")
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

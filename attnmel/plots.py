@@ -432,7 +432,9 @@ def plot_samples(
         ax.set_title(titles[i], fontsize=10)
     handles = [Line2D([], [], color=LESION_COLOUR, lw=2, label="lesion mask (Part 1)")]
     if dermo is not None:
-        handles.append(Line2D([], [], color=(0.0, 0.9, 1.0), lw=6, alpha=0.5, label="Dermo ROI (Part 2 union)"))
+        handles.append(
+            Line2D([], [], color=(0.0, 0.9, 1.0), lw=6, alpha=0.5, label="Dermo ROI (Part 2 union)")
+        )
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles))
     return fig
 

@@ -49,7 +49,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--modes", nargs="+", default=None, choices=sorted(MODES), help="default: all but fp16"
     )
     parser.add_argument(
-        "--steps", type=int, default=None, help="timed steps per case (default 3 to batch 8, else 2)"
+        "--steps",
+        type=int,
+        default=None,
+        help="timed steps per case (default: 3 to batch 8, 2 to 16, else 1)",
     )
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before timing (default 1)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda / cuda:N")

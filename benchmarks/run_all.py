@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-data", action="store_true", help="do not run bench_data.py")
     args = parser.parse_args(argv)
     out_dir = (args.out_dir or (DEFAULT_OUT / "quick" if args.quick else DEFAULT_OUT)).resolve()
-    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
     train_cmd = [
         sys.executable,

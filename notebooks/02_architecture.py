@@ -20,7 +20,6 @@ batch_size = 2  # images in the demonstration batch
 seed = 0  # seed for the random batch and initialisation
 
 # %%
-import json
 from pathlib import Path
 
 import torch

@@ -115,7 +115,9 @@ def test_book_renders_figures_and_formulas_in_chromium(built_book):
     with Browser(chromium) as browser:
         for page in pages:
             browser.goto(page.resolve().as_uri())
-            assert browser.evaluate(WAIT_FOR_MATHJAX, await_promise=True), f"MathJax did not start on {page.name}"
+            assert browser.evaluate(WAIT_FOR_MATHJAX, await_promise=True), (
+                f"MathJax did not start on {page.name}"
+            )
             reports[page.name] = browser.evaluate(PAGE_REPORT)
     for name, report in reports.items():
         broken = [img["src"] for img in report["images"] if not (img["complete"] and img["width"] > 0)]

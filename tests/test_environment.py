@@ -64,4 +64,6 @@ def test_environment_yml_lists_the_same_dependencies_as_pyproject():
 def test_environment_yml_installs_the_project_itself():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_lines = next(e["pip"] for e in env["dependencies"] if isinstance(e, dict))
-    assert any(line.split()[-1] == "." for line in pip_lines), "environment.yml must install attnmel (pip: -e .)"
+    assert any(line.split()[-1] == "." for line in pip_lines), (
+        "environment.yml must install attnmel (pip: -e .)"
+    )

@@ -58,7 +58,9 @@ def test_chapter_has_a_parameters_cell_with_the_common_parameters(py_path):
 def test_ipynb_is_committed_without_outputs(py_path):
     notebook = nbformat.read(py_path.with_suffix(".ipynb"), as_version=4)
     with_outputs = [i for i, c in enumerate(notebook.cells) if c.cell_type == "code" and c.get("outputs")]
-    assert with_outputs == [], f"{py_path.with_suffix('.ipynb').name}: clear the outputs of cells {with_outputs}"
+    assert with_outputs == [], (
+        f"{py_path.with_suffix('.ipynb').name}: clear the outputs of cells {with_outputs}"
+    )
 
 
 def test_a_changed_py_is_detected_as_out_of_sync(tmp_path):
