@@ -11,8 +11,8 @@ picture (``benchmarks/bench_data.py`` measures that):
 - **fraction of the ceiling**: counted FLOPs per image (``torch.utils.flop_counter.FlopCounterMode``; training
   counts forward + backward by running ``backward`` under the counter) times images/s, divided by the matching
   ceiling (fp32 ceiling for fp32 / channels_last / compile, bf16 ceiling for the bf16 modes). The counter sees
-  convolutions and matrix products only (batch norm, ReLU, pooling and the optimiser step are not counted), so
-  the fraction slightly flatters nothing: it is the useful arithmetic rate against the best matmul rate.
+  convolutions and matrix products only (batch norm, ReLU, pooling and the optimiser step take time but count
+  nothing), so the fraction is the useful arithmetic rate against the best matmul rate.
 
 Modes: ``fp32`` (eager), ``channels_last``, ``bf16`` (``torch.autocast`` bfloat16), ``bf16+channels_last``,
 ``compile`` (``torch.compile`` of the model, run in a child process with a time cap so a slow or failing
