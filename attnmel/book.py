@@ -10,6 +10,7 @@ chapters the same way.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import subprocess
@@ -18,6 +19,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from attnmel.io import atomic_write_json
 
 __all__ = [
     "PROFILES",
@@ -28,11 +31,13 @@ __all__ = [
     "execute_chapters",
     "build_html",
     "build_book",
+    "read_timings",
     "repo_root",
 ]
 
 PROFILES = ("smoke", "isic2017-cpu", "paper")
 KERNEL_NAME = "python3"
+TIMINGS_FILE = "book_timings.json"
 CHAPTER_TIMEOUT_S = 3 * 3600  # per cell; the paper profile trains for hours on a GPU
 
 
@@ -124,6 +129,8 @@ def execute_chapters(
     """Execute the chapters in order into ``out_dir``; later chapters may reuse earlier chapters' runs."""
     out_dir = Path(out_dir)
     sources = [Path(c) for c in chapters] if chapters is not None else chapter_paths()
+    runs_dir = (parameters or {}).get("runs_dir")
+    timings: list[dict[str, Any]] = []
     runs: list[ChapterRun] = []
     for i, source in enumerate(sources, 1):
         log(f"==> [{i}/{len(sources)}] executing {source.name}")
@@ -131,9 +138,18 @@ def execute_chapters(
         status = "ok" if run.ok else "FAILED"
         log(f"    {source.stem}: {status} in {run.seconds:.0f} s")
         runs.append(run)
+        if runs_dir:  # the reproducibility chapter reports these
+            timings.append({"chapter": run.name, "seconds": round(run.seconds, 1), "ok": run.ok})
+            atomic_write_json(Path(runs_dir) / TIMINGS_FILE, timings)
         if not run.ok and stop_on_error:
             break
     return runs
+
+
+def read_timings(runs_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The per-chapter wall times that :func:`execute_chapters` recorded in ``runs_dir`` (empty if none)."""
+    path = Path(runs_dir) / TIMINGS_FILE
+    return json.loads(path.read_text()) if path.exists() else []
 
 
 def build_html(book_dir: str | os.PathLike, build_dir: str | os.PathLike | None = None) -> Path:

@@ -63,7 +63,11 @@ def _field_help(name: str) -> str:
 
     import attnmel.config as config_module
 
-    for line in inspect.getsource(config_module.TrainConfig).splitlines():
+    try:
+        source = inspect.getsource(config_module.TrainConfig)
+    except (OSError, TypeError):  # no source available (e.g. a zipped install): help without comments
+        return ""
+    for line in source.splitlines():
         stripped = line.strip()
         if stripped.startswith(f"{name}:") and "#" in stripped:
             return stripped.split("#", 1)[1].strip().replace("%", "%%")

@@ -19,6 +19,8 @@ from typing import Any
 from attnmel.config import TrainConfig
 
 __all__ = [
+    "profile_config",
+    "MANY_RUNS_PRESET",
     "Variant",
     "VARIANTS",
     "PAPER_TABLE1",
@@ -34,6 +36,34 @@ __all__ = [
     "format_metric",
     "metrics_markdown",
 ]
+
+
+# The smoke profile of the ablation and attention chapters trains nine models: it uses a smaller preset.
+MANY_RUNS_PRESET = {"smoke": "smoke-mini"}
+ZERO_MEANS_PRESET = {"epochs", "image_size", "resize", "batch_size", "max_train_samples", "max_eval_samples"}
+
+
+def profile_config(
+    profile: str,
+    *,
+    data_root: str = "",
+    device: str = "auto",
+    runs_dir: str | Path = "runs",
+    many_runs: bool = False,
+    **overrides: Any,
+) -> TrainConfig:
+    """The TrainConfig a chapter runs under ``profile`` (a preset name), with the chapter's parameters applied.
+
+    ``data_root=""`` and ``device="auto"`` keep the preset's values; for the size and length settings in
+    ``ZERO_MEANS_PRESET`` a 0 (a papermill parameter left at 0) keeps the preset's value too. ``many_runs`` picks the smaller preset that chapters
+    training many models use under ``smoke``.
+    """
+    preset = MANY_RUNS_PRESET.get(profile, profile) if many_runs else profile
+    changes: dict[str, Any] = {"runs_root": str(runs_dir), "progress": False}
+    changes |= {"data_root": data_root} if data_root else {}
+    changes |= {"device": device} if device != "auto" else {}
+    changes |= {k: v for k, v in overrides.items() if not (k in ZERO_MEANS_PRESET and v == 0)}
+    return TrainConfig.from_preset(preset, **changes)
 
 
 @dataclass(frozen=True)

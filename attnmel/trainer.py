@@ -368,7 +368,7 @@ def predict_loader(
 ) -> dict[str, Any]:
     """Melanoma probabilities for every item of ``loader`` (model in eval mode).
 
-    Returns ``{"image_id": [str], "label": (N,) int64, "prob": (N,) float64, "loss_logits": (N, 2) float32}``
+    Returns ``{"image_id": [str], "label": (N,) int64, "prob": (N,) float64, "logits": (N, 2) float32}``
     plus ``"attn3"``, ``"attn4"`` (lists of (1, h, w) CPU tensors, or None) and ``"mask"``/``"has_mask"``
     when ``keep_attention``.
     """

@@ -88,7 +88,7 @@ def test_refuses_foreign_and_unsafe_files(tmp_path) -> None:
 
     evil = tmp_path / "evil.pt"
     with open(evil, "wb") as handle:
-        pickle.dump({"format": "attnmel-checkpoint", "x": Evil()}, handle)
+        pickle.dump({"format": "attnmel-checkpoint", "x": Evil()}, handle, protocol=2)
     with pytest.raises(CheckpointError, match="evil.pt: not a loadable attnmel checkpoint"):
         load_checkpoint(evil)
 

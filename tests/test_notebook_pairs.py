@@ -75,3 +75,4 @@ def test_table_of_contents_lists_every_chapter():
     files = [c["file"] for part in toc["parts"] for c in part["chapters"]]
     chapters = [f"executed/{p.stem}" for p in SOURCES]
     assert [f for f in files if f.startswith("executed/")] == chapters
+    assert all((ROOT / "book" / f"{f}.md").exists() for f in files if not f.startswith("executed/"))

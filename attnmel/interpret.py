@@ -1,0 +1,231 @@
+"""Interpretability experiments of chapter 5: Table 3, Fig. 3, Grad-CAM, pointing game, deletion, shortcuts.
+
+Everything runs on the best checkpoint of a finished run (:class:`attnmel.experiments.Run`) over one
+evaluation split with the eval transform (centre crop), and every map goes through the single protocol of
+:mod:`attnmel.attention_eval` (upsample, min-max per image, threshold 0.5). The saliency of each model:
+
+- AttnMel-CNN (and its ROI variants): the pool-3 and pool-4 attention maps (Eq. 2);
+- VGG-16-GAP: CAM (the melanoma row of the classifier times the pool-5 features);
+- every model: Grad-CAM on the pool-5 features, a post-hoc map that needs no attention module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from attnmel.attention_eval import (
+    attention_report,
+    deletion_auc,
+    deletion_curve,
+    grad_cam,
+    share_on_region,
+)
+from attnmel.checkpoint import build_model_from_checkpoint
+from attnmel.experiments import Run
+
+__all__ = [
+    "mask_split",
+    "table3_markdown",
+    "shortcut_markdown",
+    "SplitMaps",
+    "split_maps",
+    "table3_rows",
+    "deletion_curves",
+    "artifact_masks",
+    "shortcut_row",
+]
+
+
+@dataclass
+class SplitMaps:
+    """One model's outputs over a split: probabilities, images (eval crop), lesion masks and saliency maps."""
+
+    image_ids: list[str]
+    labels: np.ndarray  # (N,)
+    probs: np.ndarray  # (N,)
+    images: torch.Tensor  # (N, 3, S, S) normalised, as the network saw them
+    masks: torch.Tensor  # (N, 1, S, S) bool lesion masks
+    has_mask: torch.Tensor  # (N,) bool
+    maps: dict[str, torch.Tensor]  # name -> (N, 1, h, w): "pool3", "pool4", "cam", "gradcam"
+    model: nn.Module
+
+
+def _loader(run: Run, split: str, limit: int | None, batch_size: int) -> tuple[Any, DataLoader]:
+    from attnmel.trainer import load_split, make_dataset
+
+    config = run.config
+    samples = load_split(config, config.resolved_data_root(), split, limit)
+    dataset = make_dataset(config, samples, train=False)
+    return samples, DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+
+
+def split_maps(run: Run, split: str, limit: int | None = None, batch_size: int = 16) -> SplitMaps:
+    """Run the best checkpoint of ``run`` over ``split`` and collect its maps (Grad-CAM included), in fp32."""
+    model, _ = build_model_from_checkpoint(run.best_checkpoint)
+    model.eval()
+    samples, loader = _loader(run, split, limit, batch_size)
+    ids, labels, probs, images, masks, has_mask = [], [], [], [], [], []
+    maps: dict[str, list[torch.Tensor]] = {}
+    for batch in loader:
+        x = batch["image"]  # (B, 3, S, S)
+        with torch.no_grad():
+            out = model(x)
+            found = {"pool3": out.attn3, "pool4": out.attn4}
+            if hasattr(model, "features_map"):
+                from attnmel.saliency import class_activation_map
+
+                found["cam"] = class_activation_map(model, x, class_index=1)
+        found["gradcam"] = grad_cam(model, x, model.features, class_index=1, select="pool5")
+        for name, value in found.items():
+            if value is not None:
+                maps.setdefault(name, []).append(value.float())
+        probs.append(torch.softmax(out.logits.float(), dim=1)[:, 1])
+        labels.append(batch["label"])
+        images.append(x)
+        masks.append(batch["mask"] > 0.5)
+        has_mask.append(torch.as_tensor(batch["has_mask"]).bool())
+        ids.extend(batch["image_id"])
+    return SplitMaps(
+        ids,
+        torch.cat(labels).numpy(),
+        torch.cat(probs).numpy(),
+        torch.cat(images),
+        torch.cat(masks),
+        torch.cat(has_mask),
+        {k: torch.cat(v) for k, v in maps.items()},
+        model,
+    )
+
+
+def table3_rows(
+    results: Mapping[str, SplitMaps], paper: Mapping[tuple[str, str], float]
+) -> list[dict[str, Any]]:
+    """Jaccard and pointing-game rate of every map of every model, beside the paper's Table 3 where it has one."""
+    rows = []
+    for name, result in results.items():
+        report = attention_report(result.maps, result.masks, result.has_mask)
+        for map_name, scores in report.items():
+            rows.append(
+                {
+                    "model": name,
+                    "map": map_name,
+                    "jaccard": scores["jaccard_mean"],
+                    "jaccard_std": scores["jaccard_std"],
+                    "pointing": scores["pointing_rate"],
+                    "n": scores["n"],
+                    "paper_jaccard": paper.get((name, map_name)),
+                }
+            )
+    return rows
+
+
+def deletion_curves(
+    result: SplitMaps, map_names: list[str], n_images: int, steps: int = 10, seed: int = 0
+) -> dict[str, Any]:
+    """Deletion curves (most-attended pixels removed first) for some maps of one model, plus a random map."""
+    k = min(n_images, len(result.image_ids))
+    images = result.images[:k]
+    generator = torch.Generator().manual_seed(seed)
+    candidates = {name: result.maps[name][:k] for name in map_names if name in result.maps}
+    candidates["random"] = torch.rand(k, 1, *images.shape[-2:], generator=generator)
+    curves = {}
+    for name, saliency in candidates.items():
+        curve = deletion_curve(result.model, images, saliency, steps=steps, baseline="mean")
+        curves[name] = {"curve": curve, "auc": float(deletion_auc(curve.fractions, curve.mean_prob))}
+    return curves
+
+
+def artifact_masks(run: Run, split: str, image_ids: list[str]) -> torch.Tensor:
+    """Synthetic sets only: the spurious artifact's masks under the eval geometry, ``(N, 1, S, S)`` bool."""
+    from torchvision import tv_tensors
+    from torchvision.transforms import v2
+
+    from attnmel.data import load_mask
+    from attnmel.data.transforms import Preprocess
+
+    root = run.config.resolved_data_root()
+    folder = root / f"ISIC-2017_{split}_Artifact_Masks"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} does not exist: artifact masks come with synthetic sets only")
+    geometry = v2.Compose([Preprocess(run.config.resize), v2.CenterCrop(run.config.image_size)])
+    out = []
+    for image_id in image_ids:
+        mask = torch.from_numpy(load_mask(folder / f"{image_id}_artifact.png"))[None]  # (1, H, W)
+        out.append(geometry(tv_tensors.Mask(mask)) > 0)
+    return torch.stack(out)
+
+
+def shortcut_row(name: str, run: Run, results: Mapping[str, SplitMaps]) -> dict[str, Any]:
+    """AUC per split and the share of pool-4 attention (or Grad-CAM) mass on the artifact, artifact images only."""
+    row: dict[str, Any] = {"model": name}
+    for split, result in results.items():
+        row[f"auc_{split}"] = run.metrics.get(split, {}).get("auc")
+        region = artifact_masks(run, split, result.image_ids)  # (N, 1, S, S)
+        with_artifact = region.flatten(1).any(dim=1)
+        saliency = result.maps.get("pool4", result.maps["gradcam"])
+        share = share_on_region(saliency, region)[with_artifact]
+        row[f"artifact_share_{split}"] = float(share.nanmean()) if len(share) else float("nan")
+        row[f"artifact_area_{split}"] = (
+            float(region[with_artifact].float().mean()) if len(share) else float("nan")
+        )
+    return row
+
+
+def mask_split(config: Any) -> str:
+    """The first evaluation split whose samples have lesion masks, else the validation split.
+
+    (ISIC 2017's Test_v2 comes without masks in many copies; Table 3 then uses Validation, and says so.)
+    """
+    from attnmel.trainer import load_split
+
+    root = config.resolved_data_root()
+    _, val, evals = config.splits
+    for split in (*evals, val):
+        try:
+            samples = load_split(config, root, split)
+        except Exception:  # an optional evaluation split that this dataset does not have
+            continue
+        if any(s.lesion_mask_path is not None for s in samples):
+            return split
+    raise ValueError(f"no split of {root} has lesion masks: the attention cannot be scored")
+
+
+def table3_markdown(rows: list[dict[str, Any]]) -> str:
+    """Markdown for :func:`table3_rows`: ours (mean ± std) beside the paper's Table 3, plus pointing game."""
+    from attnmel.experiments import format_metric
+
+    lines = [
+        "| model | map | Jaccard (ours) | Jaccard (paper) | pointing game (ours) | n |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['map']} | {r['jaccard']:.4f} ± {r['jaccard_std']:.3f} | "
+            f"{format_metric(r['paper_jaccard'])} | {r['pointing']:.2f} | {r['n']} |"
+        )
+    return "\n".join(lines)
+
+
+def shortcut_markdown(
+    rows: list[dict[str, Any]], biased: str = "Test_v2", shifted: str = "Test_shift"
+) -> str:
+    """Markdown for :func:`shortcut_row` rows: AUC with and without the correlation, attention on the artifact."""
+    from attnmel.experiments import format_metric
+
+    lines = [
+        f"| model | AUC {biased} (artifact correlated) | AUC {shifted} (uncorrelated) | "
+        "attention share on artifact | artifact share of area |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        cells = [r["model"], format_metric(r[f"auc_{biased}"]), format_metric(r[f"auc_{shifted}"])]
+        cells += [format_metric(r[f"artifact_share_{shifted}"]), format_metric(r[f"artifact_area_{shifted}"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
