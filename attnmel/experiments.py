@@ -172,7 +172,9 @@ def load_run(run_dir: str | Path) -> Run:
         raise FileNotFoundError(f"{run_dir} is not a finished run (no checkpoints/best.pt or metrics/*.json)")
     config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
     history = json.loads((run_dir / "history.json").read_text())
-    metrics = {p.stem: json.loads(p.read_text()) for p in sorted((run_dir / "metrics").glob("*.json"))}
+    found = {p.stem: json.loads(p.read_text()) for p in sorted((run_dir / "metrics").glob("*.json"))}
+    order = [*config.splits[2], config.splits[1]]  # evaluation splits first, in the config's order
+    metrics = {s: found.pop(s) for s in order if s in found} | found
     return Run(run_dir, config, history, metrics)
 
 

@@ -108,6 +108,7 @@ RESUME_LOCKED = (
     "weight_decay",
     "lr_step",
     "lr_gamma",
+    "grad_clip_norm",
     "passes_per_epoch",
     "oversample",
     "sampler",
@@ -333,8 +334,11 @@ def train_step(
     precision: str = "fp32",
     channels_last: bool = False,
     use_roi: bool = False,
+    grad_clip_norm: float | None = None,
 ) -> dict[str, float]:
     """One SGD step on one (per-process) batch; returns the loss parts as floats.
+
+    ``grad_clip_norm`` clips the total gradient norm (after unscaling fp16 gradients) before the update.
 
     Raises ``_NonFiniteLoss`` (before any update) when the loss is NaN or infinite on any process.
     Under DDP the backward pass averages gradients across processes.
@@ -350,6 +354,9 @@ def train_step(
     if bad.item() > 0:
         raise _NonFiniteLoss(dict(zip(("total", "focal", "dice3", "dice4"), values.tolist(), strict=True)))
     scaler.scale(parts.total).backward()
+    if grad_clip_norm is not None:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
     scaler.step(optimizer)
     scaler.update()
     return dict(zip(("total", "focal", "dice3", "dice4"), values.tolist(), strict=True))
@@ -506,7 +513,11 @@ def fit(config: TrainConfig, log: Callable[[str], None] | None = None) -> RunRes
 def _fit(
     config: TrainConfig, device: torch.device, info: Any, log: Callable[[str], None], t0: float
 ) -> RunResult:
-    from tqdm.auto import tqdm
+    with (
+        warnings.catch_warnings()
+    ):  # tqdm.auto warns in notebooks without ipywidgets, then falls back to text
+        warnings.simplefilter("ignore")
+        from tqdm.auto import tqdm
 
     precision = resolve_precision(config.precision, device)
     configure_backends(device)
@@ -628,6 +639,7 @@ def _fit(
                     precision=precision,
                     channels_last=config.channels_last,
                     use_roi=use_roi,
+                    grad_clip_norm=config.grad_clip_norm,
                 )
             except _NonFiniteLoss as err:
                 kept = f"{latest_path} (epoch {epoch - 1})" if epoch > 1 else "none yet (first epoch)"

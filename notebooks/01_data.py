@@ -12,11 +12,11 @@
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke | isic2017-cpu | paper
-data_root = ""  # dataset folder in the official layout; "" = the profile default, synthetic for smoke
+data_root = ""  # dataset folder in the official layout; "": the profile default, synthetic for smoke
 device = "auto"  # unused here; every chapter accepts it
 runs_dir = "runs"  # artefacts go to <runs_dir>/01_data; the synthetic set to <runs_dir>/data
 n_show = 8  # images shown in the gallery
-stats_images = 200  # training images used for the normalisation statistics (0 = all)
+stats_images = 200  # training images used for the normalisation statistics (0: all)
 seed = 0  # seed for the gallery, the views and the statistics
 
 # %%

@@ -15,7 +15,7 @@ profile = "smoke"  # smoke | isic2017-cpu | paper (this chapter trains nothing; 
 data_root = ""  # unused here; every chapter accepts it
 device = "auto"  # auto | cpu | cuda | mps
 runs_dir = "runs"  # artefacts go to <runs_dir>/02_architecture
-image_size = 0  # input size in px; 0 = the profile size
+image_size = 0  # input size in px; 0: the profile size
 batch_size = 2  # images in the demonstration batch
 seed = 0  # seed for the random batch and initialisation
 

@@ -13,11 +13,11 @@
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke | isic2017-cpu | paper
-data_root = ""  # dataset folder in the official layout; "" = the profile default, synthetic for smoke
+data_root = ""  # dataset folder in the official layout; "": the profile default, synthetic for smoke
 device = "auto"  # auto | cpu | cuda | mps
 runs_dir = "runs"  # the run folder is <runs_dir>/03_training
 model = "attnmel_cnn"  # attnmel_cnn | mel_cnn | vgg16_gap | vgg16
-epochs = 0  # 0 = the profile default
+epochs = 0  # 0: the profile default
 seed = 0  # seed for initialisation, data order and augmentation
 reuse_run = False  # True: reuse a finished run with the same settings instead of training again
 

@@ -20,12 +20,12 @@
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke | isic2017-cpu | paper
-data_root = ""  # ISIC 2017 folder in the official layout; "" = the profile default, synthetic for smoke
-isic2016_root = ""  # ISIC 2016 folder for Table 1; "" = no ISIC 2016 runs
+data_root = ""  # ISIC 2017 folder in the official layout; "": the profile default, synthetic for smoke
+isic2016_root = ""  # ISIC 2016 folder for Table 1; "": no ISIC 2016 runs
 device = "auto"  # auto | cpu | cuda | mps
 runs_dir = "runs"  # the runs go to <runs_dir>/04_ablations/<model>
-epochs = 0  # 0 = the profile default
-image_size = 0  # 0 = the profile default
+epochs = 0  # 0: the profile default
+image_size = 0  # 0: the profile default
 variants = "all"  # comma-separated model names, or all
 reuse_runs = False  # True: reuse finished runs with the same settings instead of training again
 

@@ -21,12 +21,12 @@
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke | isic2017-cpu | paper
-data_root = ""  # ISIC 2017 folder in the official layout; "" = the profile default, synthetic for smoke
+data_root = ""  # ISIC 2017 folder in the official layout; "": the profile default, synthetic for smoke
 device = "auto"  # auto | cpu | cuda | mps
 runs_dir = "runs"  # reads <runs_dir>/04_ablations, writes <runs_dir>/05_attention
-epochs = 0  # 0 = the profile default (must match chapter 4 to reuse its runs)
-image_size = 0  # 0 = the profile default (must match chapter 4 to reuse its runs)
-eval_images = 0  # images of the evaluation split to score; 0 = all
+epochs = 0  # 0: the profile default (must match chapter 4 to reuse its runs)
+image_size = 0  # 0: the profile default (must match chapter 4 to reuse its runs)
+eval_images = 0  # images of the evaluation split to score; 0: all
 n_show = 4  # images in the Fig. 3 analogue
 deletion_images = 16  # images in the deletion curves
 shortcut_bias = 0.9  # artifact-label correlation of the shortcut experiment (synthetic data only)

@@ -90,7 +90,9 @@ def test_unknown_keys_are_a_clear_error(tmp_path) -> None:
 
 
 def test_presets() -> None:
-    assert set(PRESETS) == {"smoke", "isic2017-cpu", "paper"}
+    assert set(PRESETS) == {"smoke", "smoke-mini", "isic2017-cpu", "paper"}
+    mini = TrainConfig.from_preset("smoke-mini")
+    assert mini.dataset == "synthetic" and mini.image_size < 96 and mini.epochs <= 5
     smoke = TrainConfig.from_preset("smoke")
     assert smoke.dataset == "synthetic" and smoke.device == "cpu" and smoke.model == "attnmel_cnn"
     assert 96 <= smoke.image_size <= 128 and smoke.epochs <= 10

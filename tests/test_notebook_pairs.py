@@ -76,3 +76,16 @@ def test_table_of_contents_lists_every_chapter():
     chapters = [f"executed/{p.stem}" for p in SOURCES]
     assert [f for f in files if f.startswith("executed/")] == chapters
     assert all((ROOT / "book" / f"{f}.md").exists() for f in files if not f.startswith("executed/"))
+
+
+@pytest.mark.parametrize("py_path", SOURCES, ids=lambda p: p.stem)
+def test_papermill_can_read_every_parameter(py_path):
+    """papermill parses ``name = value  # help``; an '=' in the help text hides the parameter from it."""
+    from papermill.translators import PythonTranslator
+
+    cell = next(
+        c for c in jupytext.read(py_path).cells if "parameters" in c.get("metadata", {}).get("tags", [])
+    )
+    assigned = [line.split("=", 1)[0].strip() for line in cell.source.splitlines() if "=" in line]
+    parsed = [p.name for p in PythonTranslator.inspect(cell)]
+    assert parsed == assigned
