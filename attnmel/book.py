@@ -32,6 +32,7 @@ __all__ = [
     "build_html",
     "build_book",
     "read_timings",
+    "timings_markdown",
     "repo_root",
 ]
 
@@ -150,6 +151,15 @@ def read_timings(runs_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """The per-chapter wall times that :func:`execute_chapters` recorded in ``runs_dir`` (empty if none)."""
     path = Path(runs_dir) / TIMINGS_FILE
     return json.loads(path.read_text()) if path.exists() else []
+
+
+def timings_markdown(timings: list[dict[str, Any]]) -> str:
+    """A Markdown table of :func:`read_timings` records, with the total."""
+    lines = ["| chapter | seconds | minutes |", "|---|---:|---:|"]
+    lines += [f"| {t['chapter']} | {t['seconds']:.0f} | {t['seconds'] / 60:.1f} |" for t in timings]
+    total = sum(t["seconds"] for t in timings)
+    lines.append(f"| **total** | {total:.0f} | {total / 60:.1f} |")
+    return "\n".join(lines)
 
 
 def build_html(book_dir: str | os.PathLike, build_dir: str | os.PathLike | None = None) -> Path:

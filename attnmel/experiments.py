@@ -19,6 +19,7 @@ from typing import Any
 from attnmel.config import TrainConfig
 
 __all__ = [
+    "test_split",
     "profile_config",
     "MANY_RUNS_PRESET",
     "Variant",
@@ -64,6 +65,12 @@ def profile_config(
     changes |= {"device": device} if device != "auto" else {}
     changes |= {k: v for k, v in overrides.items() if not (k in ZERO_MEANS_PRESET and v == 0)}
     return TrainConfig.from_preset(preset, **changes)
+
+
+def test_split(config: TrainConfig) -> str:
+    """The split a chapter reports as "test": the first evaluation split that is not the validation split."""
+    _, val, evals = config.splits
+    return next((s for s in evals if s != val), val)
 
 
 @dataclass(frozen=True)
@@ -173,7 +180,7 @@ def load_run(run_dir: str | Path) -> Run:
     config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
     history = json.loads((run_dir / "history.json").read_text())
     found = {p.stem: json.loads(p.read_text()) for p in sorted((run_dir / "metrics").glob("*.json"))}
-    order = [*config.splits[2], config.splits[1]]  # evaluation splits first, in the config's order
+    order = [s for s in config.splits[2] if s != config.splits[1]] + [config.splits[1]]  # test splits first
     metrics = {s: found.pop(s) for s in order if s in found} | found
     return Run(run_dir, config, history, metrics)
 

@@ -31,6 +31,7 @@ from attnmel.checkpoint import build_model_from_checkpoint
 from attnmel.experiments import Run
 
 __all__ = [
+    "figure3",
     "mask_split",
     "table3_markdown",
     "shortcut_markdown",
@@ -187,7 +188,7 @@ def mask_split(config: Any) -> str:
 
     root = config.resolved_data_root()
     _, val, evals = config.splits
-    for split in (*evals, val):
+    for split in [s for s in evals if s != val] + [val]:
         try:
             samples = load_split(config, root, split)
         except Exception:  # an optional evaluation split that this dataset does not have
@@ -229,3 +230,32 @@ def shortcut_markdown(
         cells += [format_metric(r[f"artifact_share_{shifted}"]), format_metric(r[f"artifact_area_{shifted}"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+FIGURE3_COLUMNS = (  # (column title, model, map): the Fig. 3 analogue
+    ("AttnMel pool-3", "AttnMel-CNN", "pool3"),
+    ("AttnMel pool-4", "AttnMel-CNN", "pool4"),
+    ("Lesion pool-4", "AttnMel-CNN-Lesion", "pool4"),
+    ("Dermo pool-4", "AttnMel-CNN-Dermo", "pool4"),
+    ("GAP CAM", "VGG-16-GAP", "cam"),
+)
+
+
+def figure3(results: Mapping[str, SplitMaps], n_show: int, mean: Any, std: Any) -> Any:
+    """The Fig. 3 analogue: ``n_show`` images (melanomas first), one overlay column per model and map."""
+    from attnmel.plots import plot_attention_grid
+
+    reference = next(iter(results.values()))
+    order = sorted(range(len(reference.image_ids)), key=lambda i: (-int(reference.labels[i]), i))[:n_show]
+    columns = {
+        title: results[model].maps[name][order]
+        for title, model, name in FIGURE3_COLUMNS
+        if model in results and name in results[model].maps
+    }
+    titles = [
+        f"{reference.image_ids[i]}\n{'melanoma' if reference.labels[i] else 'other'}, p={reference.probs[i]:.2f}"
+        for i in order
+    ]
+    return plot_attention_grid(
+        reference.images[order], columns, reference.masks[order], titles, mean=mean, std=std
+    )

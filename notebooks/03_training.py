@@ -86,7 +86,7 @@ plots.save_figure(fig, run.run_dir / "figures" / "roc_pr.png")
 fig
 
 # %%
-test_split = next(iter(run.metrics))
+test_split = experiments.test_split(config)
 fig = plots.plot_reliability(*curves[test_split], label=test_split)
 plots.save_figure(fig, run.run_dir / "figures" / "reliability.png")
 fig

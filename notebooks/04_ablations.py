@@ -72,7 +72,7 @@ print(f"all models: {(time.perf_counter() - start) / 60:.1f} min")
 # paper's figures are ISIC 2017's and are shown for the layout, not for comparison).
 
 # %%
-test_split = base.splits[2][0]
+test_split = experiments.test_split(base)
 table2 = experiments.results_table(runs, test_split, experiments.PAPER_TABLE2)
 atomic_write_json(out_dir / "table2.json", {"profile": profile, "dataset": base.dataset, "split": test_split,
                                             "rows": table2})

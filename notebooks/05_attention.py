@@ -71,23 +71,11 @@ Markdown(interpret.table3_markdown(rows))
 # %% [markdown]
 # ## Fig. 3: attention over test images
 #
-# Rows are images (melanomas first), columns the maps of each model, drawn as a jet overlay
+# Rows are images (melanomas first; probabilities from AttnMel-CNN), columns the maps of each model, drawn as a jet overlay
 # (0.6 image + 0.4 map, min-max per map) with the lesion outlined.
 
 # %%
-reference = results["AttnMel-CNN"]
-order = sorted(range(len(reference.image_ids)), key=lambda i: (-reference.labels[i], i))[:n_show]
-columns = {
-    "AttnMel pool-3": results["AttnMel-CNN"].maps["pool3"][order],
-    "AttnMel pool-4": results["AttnMel-CNN"].maps["pool4"][order],
-    "Lesion pool-4": results["AttnMel-CNN-Lesion"].maps["pool4"][order],
-    "Dermo pool-4": results["AttnMel-CNN-Dermo"].maps["pool4"][order],
-    "GAP CAM": results["VGG-16-GAP"].maps["cam"][order],
-}
-titles = [f"{reference.image_ids[i]}\n{'melanoma' if reference.labels[i] else 'other'}, "
-          f"p={reference.probs[i]:.2f}" for i in order]
-fig = plots.plot_attention_grid(reference.images[order], columns, reference.masks[order], titles,
-                                mean=ISIC2017_MEAN, std=ISIC2017_STD)
+fig = interpret.figure3(results, n_show, mean=ISIC2017_MEAN, std=ISIC2017_STD)
 plots.save_figure(fig, out_dir / "fig3.png")
 fig
 

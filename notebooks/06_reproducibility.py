@@ -50,12 +50,8 @@ print(f"torch {machine['torch']}, torchvision {machine['torchvision']}, Python {
 # ## Time taken by each chapter in this build
 
 # %%
-timings = book.read_timings(runs_dir)
-lines = ["| chapter | seconds | minutes |", "|---|---:|---:|"]
-lines += [f"| {t['chapter']} | {t['seconds']:.0f} | {t['seconds'] / 60:.1f} |" for t in timings]
-total = sum(t["seconds"] for t in timings)
-lines.append(f"| **total so far** | {total:.0f} | {total / 60:.1f} |")
-Markdown("\n".join(lines) if timings else "No timings recorded (the chapter was run on its own).")
+timings = book.read_timings(runs_dir)  # the chapters before this one, in this build
+Markdown(book.timings_markdown(timings) if timings else "No timings recorded (the chapter was run on its own).")
 
 # %% [markdown]
 # ## Training speed on this machine

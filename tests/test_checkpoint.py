@@ -21,13 +21,7 @@ from attnmel.checkpoint import (
 )
 from attnmel.models import build_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_round_trip_rebuilds_the_same_function(tmp_path) -> None:

@@ -14,12 +14,7 @@ from attnmel.cli import main
 SUBCOMMANDS = ("synth", "train", "evaluate", "predict", "book")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_console_entry_point_help() -> None:

@@ -15,13 +15,7 @@ from attnmel.config import TrainConfig
 from attnmel.models import build_model
 from attnmel.predict import load_image_rgb, predict_images
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,7 @@ import torch
 from attnmel.config import TrainConfig
 from attnmel.trainer import fit
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_resume_is_bit_identical(tmp_path) -> None:

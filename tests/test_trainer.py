@@ -14,13 +14,7 @@ from attnmel.config import TrainConfig
 from attnmel.device import autocast, cpu_supports_bf16, make_grad_scaler, resolve_precision, select_device
 from attnmel.trainer import HISTORY_COLUMNS, TrainingDiverged, fit, progress_enabled
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add overhead on the busy 2-core CI machine
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
