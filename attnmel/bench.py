@@ -150,14 +150,9 @@ def _cpu_flags() -> set[str]:
 
 def _cpu_bf16_native() -> bool:
     """True when the CPU has bf16 arithmetic (AVX-512 BF16 or AMX); elsewhere bf16 is emulated and slow."""
-    cpu = getattr(torch, "cpu", None)
-    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
-        fn = getattr(cpu, probe, None)
-        if fn is not None:
-            with contextlib.suppress(Exception):
-                if fn():
-                    return True
-    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    from attnmel.device import cpu_supports_bf16
+
+    return cpu_supports_bf16() or bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 def machine_info(device: str | torch.device = "cpu") -> dict[str, Any]:

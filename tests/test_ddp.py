@@ -98,25 +98,15 @@ def _fit_worker(rank: int, world: int, port: int, root: str, runs: str) -> None:
     torch.set_num_threads(1)
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    from attnmel.config import TrainConfig
     from attnmel.trainer import fit
+    from tests.helpers import tiny_config
 
-    config = TrainConfig(
-        data_root=root,
-        image_size=32,
-        resize=40,
+    config = tiny_config(
+        root,
+        runs,
         epochs=1,
-        batch_size=4,
         max_train_samples=8,
-        sampler="none",
-        num_workers=0,
-        device="cpu",
-        precision="fp32",
-        channels_last=False,
-        runs_root=runs,
         run_name="ddp",
-        progress=False,
-        cache=False,
         eval_splits="Validation",
         n_boot=0,
     )

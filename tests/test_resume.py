@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attnmel.config import TrainConfig
 from attnmel.trainer import fit
+
+from .helpers import tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -16,23 +17,14 @@ def test_resume_is_bit_identical(tmp_path) -> None:
 
     root = tmp_path / "syn"
     make_synthetic(root, n=40, size=48, seed=1)
-    base = TrainConfig(
-        data_root=str(root),
-        image_size=32,
-        resize=40,
+    base = tiny_config(
+        root,
+        tmp_path / "runs",
         epochs=2,
-        batch_size=4,
         max_train_samples=10,
         sampler="oversample",
         oversample=2,
         lr_step=1,
-        num_workers=0,
-        device="cpu",
-        precision="fp32",
-        channels_last=False,
-        runs_root=str(tmp_path / "runs"),
-        progress=False,
-        cache=False,
         seed=7,
         eval_splits="Validation",
         n_boot=0,

@@ -14,6 +14,8 @@ from attnmel.config import TrainConfig
 from attnmel.device import autocast, cpu_supports_bf16, make_grad_scaler, resolve_precision, select_device
 from attnmel.trainer import HISTORY_COLUMNS, TrainingDiverged, fit, progress_enabled
 
+from .helpers import tiny_config
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -27,26 +29,11 @@ def synthetic_root(tmp_path_factory) -> Path:
 
 
 def tiny(root: Path, runs: Path, **changes) -> TrainConfig:
-    base = dict(
-        data_root=str(root),
-        image_size=32,
-        resize=40,
-        epochs=2,
-        batch_size=4,
-        max_train_samples=8,
-        sampler="none",
-        num_workers=0,
-        device="cpu",
-        precision="fp32",
-        channels_last=False,
-        n_boot=20,
-        runs_root=str(runs),
-        run_name="run",
-        progress=False,
-        cache=False,
-        seed=3,
+    return tiny_config(
+        root,
+        runs,
+        **{"epochs": 2, "max_train_samples": 8, "n_boot": 20, "run_name": "run", "seed": 3, **changes},
     )
-    return TrainConfig(**{**base, **changes})
 
 
 @pytest.fixture(scope="module")
