@@ -25,6 +25,7 @@ if str(ROOT) not in sys.path:
 
 from attnmel.config import TrainConfig  # noqa: E402
 from attnmel.device import cpu_supports_bf16  # noqa: E402
+from attnmel.experiments import test_split  # noqa: E402
 from attnmel.io import atomic_write_json, atomic_write_text  # noqa: E402
 from attnmel.trainer import fit  # noqa: E402
 
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 start = time.perf_counter()
                 result = fit(config, log=lambda message: None)
-                test = next(iter(result.test_metrics.values()), {})
+                test = result.test_metrics.get(test_split(config), {})
                 rows.append(
                     {
                         "precision": precision,
