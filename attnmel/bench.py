@@ -367,6 +367,30 @@ def _check_counts(image_size: int, batch_size: int, steps: int, warmup: int) -> 
         raise ValueError(f"warmup must be an integer >= 0, got {warmup!r}")
 
 
+def _case(
+    model_name: str,
+    image_size: int,
+    batch_size: int,
+    mode: str,
+    steps: int,
+    warmup: int,
+    device: str | torch.device,
+    seed: int,
+) -> dict[str, Any]:
+    """The validated description of one measurement (also what a compile child process receives)."""
+    _check_counts(image_size, batch_size, steps, warmup)
+    return dict(
+        model_name=model_name,
+        image_size=image_size,
+        batch_size=batch_size,
+        mode=mode,
+        steps=steps,
+        warmup=warmup,
+        device=str(device),
+        seed=seed,
+    )
+
+
 def _finish(result: dict[str, Any], times: list[float], warmup: int, batch_size: int) -> dict[str, Any]:
     if warmup and times:
         result["first_step_s"] = times[0]
@@ -402,18 +426,8 @@ def train_step_throughput(
     ``images_per_s`` and ``losses`` (every step's loss, to show the step did real work). For ``"compile"`` the
     run happens in a child process killed after ``compile_timeout`` seconds unless ``isolate_compile=False``.
     """
-    _check_counts(image_size, batch_size, steps, warmup)
+    case = _case(model_name, image_size, batch_size, mode, steps, warmup, device, seed)
     spec = mode_spec(mode, device)
-    case = dict(
-        model_name=model_name,
-        image_size=image_size,
-        batch_size=batch_size,
-        mode=mode,
-        steps=steps,
-        warmup=warmup,
-        device=str(device),
-        seed=seed,
-    )
     if spec.compile and isolate_compile:
         return _run_isolated("train", case, compile_timeout)
     device = torch.device(device)
@@ -473,18 +487,8 @@ def inference_throughput(
     compile_timeout: float = DEFAULT_COMPILE_TIMEOUT_S,
 ) -> dict[str, Any]:
     """Inference images/s: the forward pass in eval mode under ``torch.inference_mode``; fields as training."""
-    _check_counts(image_size, batch_size, steps, warmup)
+    case = _case(model_name, image_size, batch_size, mode, steps, warmup, device, seed)
     spec = mode_spec(mode, device)
-    case = dict(
-        model_name=model_name,
-        image_size=image_size,
-        batch_size=batch_size,
-        mode=mode,
-        steps=steps,
-        warmup=warmup,
-        device=str(device),
-        seed=seed,
-    )
     if spec.compile and isolate_compile:
         return _run_isolated("inference", case, compile_timeout)
     device = torch.device(device)
