@@ -30,7 +30,7 @@ from attnmel.config import TrainConfig
 from attnmel.device import autocast, move_batch, resolve_precision, select_device
 from attnmel.io import atomic_write_json
 
-__all__ = ["evaluate_checkpoint", "collect_maps", "config_from_checkpoint"]
+__all__ = ["evaluate_checkpoint", "collect_maps", "split_loader", "config_from_checkpoint"]
 
 
 def config_from_checkpoint(ckpt: dict[str, Any], **overrides: Any) -> TrainConfig:
@@ -44,38 +44,72 @@ def config_from_checkpoint(ckpt: dict[str, Any], **overrides: Any) -> TrainConfi
     return TrainConfig.from_dict(saved)
 
 
-@torch.inference_mode()
+def split_loader(
+    config: TrainConfig,
+    split: str,
+    *,
+    limit: int | None = None,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    device: torch.device | None = None,
+) -> DataLoader:
+    """An ordered loader over ``split`` of ``config``'s dataset with the eval transform (centre crop).
+
+    ``limit`` keeps a seeded subset of that many samples (``config.seed``); memory is pinned for CUDA.
+    """
+    from attnmel.trainer import load_split, make_dataset
+
+    samples = load_split(config, config.resolved_data_root(), split, limit)
+    data = make_dataset(config, samples, train=False)
+    pin = device is not None and device.type == "cuda"
+    return DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=pin)
+
+
 def collect_maps(
-    model: nn.Module, loader: Any, *, device: torch.device, precision: str = "fp32"
+    model: nn.Module,
+    loader: Any,
+    *,
+    device: torch.device,
+    precision: str = "fp32",
+    keep_images: bool = False,
+    gradcam: bool = False,
 ) -> dict[str, Any]:
     """Probabilities, labels, ids, lesion masks and the model's saliency maps over a loader.
 
     Returns ``{"image_id": [str], "label": (N,) int64, "prob": (N,) float64, "mask": (N, 1, S, S) bool,
-    "has_mask": (N,) bool, "maps": {"pool3": (N, 1, h, w), "pool4": ..., or "cam": ...}}``.
+    "has_mask": (N,) bool, "maps": {"pool3": (N, 1, h, w), "pool4": ..., or "cam": ...}}``;
+    ``keep_images`` adds ``"image"`` (N, 3, S, S), the normalised inputs as the network saw them, and
+    ``gradcam`` adds ``maps["gradcam"]``, Grad-CAM of the melanoma class on the pool-5 features (fp32,
+    with gradients, so it costs a backward pass per batch).
     """
+    from attnmel.attention_eval import grad_cam
     from attnmel.models import VGG16GAP
     from attnmel.saliency import class_activation_map
 
     model.eval()
     ids: list[str] = []
-    labels, probs, masks, has_mask = [], [], [], []
+    labels, probs, masks, has_mask, images = [], [], [], [], []
     maps: dict[str, list[torch.Tensor]] = {}
     for batch in loader:
         batch = move_batch(batch, device)
-        with autocast(device, precision):
+        with torch.inference_mode(), autocast(device, precision):
             out = model(batch["image"])
-            extra = {"pool3": out.attn3, "pool4": out.attn4}
+            found = {"pool3": out.attn3, "pool4": out.attn4}
             if isinstance(model, VGG16GAP):
-                extra["cam"] = class_activation_map(model, batch["image"], class_index=1)  # (N, 1, h, w)
-        for name, value in extra.items():
+                found["cam"] = class_activation_map(model, batch["image"], class_index=1)  # (N, 1, h, w)
+        if gradcam:
+            found["gradcam"] = grad_cam(model, batch["image"], model.features, class_index=1, select="pool5")
+        for name, value in found.items():
             if value is not None:
                 maps.setdefault(name, []).append(value.float().cpu())
         probs.append(torch.softmax(out.logits.float(), dim=1)[:, 1].double().cpu())  # (N,)
         labels.append(batch["label"].cpu())
         masks.append(batch["mask"].cpu() > 0.5)  # (N, 1, S, S)
         has_mask.append(torch.as_tensor(batch["has_mask"]).cpu().bool())
+        if keep_images:
+            images.append(batch["image"].float().cpu())
         ids.extend(str(i) for i in batch["image_id"])
-    return {
+    result = {
         "image_id": ids,
         "label": torch.cat(labels).numpy(),
         "prob": torch.cat(probs).numpy(),
@@ -83,6 +117,9 @@ def collect_maps(
         "has_mask": torch.cat(has_mask),
         "maps": {k: torch.cat(v) for k, v in maps.items()},
     }
+    if keep_images:
+        result["image"] = torch.cat(images)
+    return result
 
 
 def evaluate_checkpoint(
@@ -116,7 +153,6 @@ def evaluate_checkpoint(
         The metrics dict written to ``<out_dir>/metrics/<split>.json``.
     """
     from attnmel.metrics import summarise, write_predictions_csv
-    from attnmel.trainer import load_split, make_dataset
 
     checkpoint = Path(checkpoint)
     ckpt = load_checkpoint(checkpoint)
@@ -136,10 +172,8 @@ def evaluate_checkpoint(
     model, _ = build_model_from_checkpoint(ckpt)
     model = model.to(dev)
 
-    samples = load_split(config, config.resolved_data_root(), split, max_samples)
-    data = make_dataset(config, samples, train=False)
-    loader = DataLoader(
-        data, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=dev.type == "cuda"
+    loader = split_loader(
+        config, split, limit=max_samples, batch_size=batch_size, num_workers=num_workers, device=dev
     )
     result = collect_maps(model, loader, device=dev, precision=prec)
     write_predictions_csv(out / "predictions" / f"{split}.csv", result["image_id"], result["prob"])

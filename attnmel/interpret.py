@@ -18,16 +18,15 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from attnmel.attention_eval import (
     attention_report,
     deletion_auc,
     deletion_curve,
-    grad_cam,
     share_on_region,
 )
 from attnmel.checkpoint import build_model_from_checkpoint
+from attnmel.evaluate import collect_maps, split_loader
 from attnmel.experiments import Run
 
 __all__ = [
@@ -58,50 +57,20 @@ class SplitMaps:
     model: nn.Module
 
 
-def _loader(run: Run, split: str, limit: int | None, batch_size: int) -> tuple[Any, DataLoader]:
-    from attnmel.trainer import load_split, make_dataset
-
-    config = run.config
-    samples = load_split(config, config.resolved_data_root(), split, limit)
-    dataset = make_dataset(config, samples, train=False)
-    return samples, DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
-
-
 def split_maps(run: Run, split: str, limit: int | None = None, batch_size: int = 16) -> SplitMaps:
     """Run the best checkpoint of ``run`` over ``split`` and collect its maps (Grad-CAM included), in fp32."""
     model, _ = build_model_from_checkpoint(run.best_checkpoint)
-    model.eval()
-    samples, loader = _loader(run, split, limit, batch_size)
-    ids, labels, probs, images, masks, has_mask = [], [], [], [], [], []
-    maps: dict[str, list[torch.Tensor]] = {}
-    for batch in loader:
-        x = batch["image"]  # (B, 3, S, S)
-        with torch.no_grad():
-            out = model(x)
-            found = {"pool3": out.attn3, "pool4": out.attn4}
-            if hasattr(model, "features_map"):
-                from attnmel.saliency import class_activation_map
-
-                found["cam"] = class_activation_map(model, x, class_index=1)
-        found["gradcam"] = grad_cam(model, x, model.features, class_index=1, select="pool5")
-        for name, value in found.items():
-            if value is not None:
-                maps.setdefault(name, []).append(value.float())
-        probs.append(torch.softmax(out.logits.float(), dim=1)[:, 1])
-        labels.append(batch["label"])
-        images.append(x)
-        masks.append(batch["mask"] > 0.5)
-        has_mask.append(torch.as_tensor(batch["has_mask"]).bool())
-        ids.extend(batch["image_id"])
+    loader = split_loader(run.config, split, limit=limit, batch_size=batch_size)
+    found = collect_maps(model, loader, device=torch.device("cpu"), keep_images=True, gradcam=True)
     return SplitMaps(
-        ids,
-        torch.cat(labels).numpy(),
-        torch.cat(probs).numpy(),
-        torch.cat(images),
-        torch.cat(masks),
-        torch.cat(has_mask),
-        {k: torch.cat(v) for k, v in maps.items()},
-        model,
+        image_ids=found["image_id"],
+        labels=found["label"],
+        probs=found["prob"],
+        images=found["image"],
+        masks=found["mask"],
+        has_mask=found["has_mask"],
+        maps=found["maps"],
+        model=model,
     )
 
 

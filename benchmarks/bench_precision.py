@@ -7,7 +7,8 @@ AUC, test AUC and wall time of each precision over several seeds, so the choice 
     python benchmarks/bench_precision.py                       # smoke-mini, fp32 vs bf16, seeds 0 1 2
     python benchmarks/bench_precision.py --preset smoke --seeds 0 1 2 3
 
-It writes a Markdown table and JSON to ``--out-dir`` (default ``benchmarks/results/``).
+It writes ``precision-<preset>.md`` and ``.json`` to ``--out-dir`` (default ``benchmarks/results/``), updated
+after every run, with the paired per-seed difference bf16 − fp32 beside fp32's own seed-to-seed spread.
 """
 
 from __future__ import annotations
@@ -34,6 +35,64 @@ def _sd(values: list[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def report(preset: str, device: str, precisions: list[str], rows: list[dict]) -> tuple[str, dict]:
+    """Markdown (summary per precision, paired bf16 - fp32 differences per seed, every run) and JSON summary."""
+    lines = [
+        f"# bf16 vs fp32 training, preset `{preset}`, device {device} "
+        f"(native CPU bf16: {'yes' if cpu_supports_bf16() else 'no'})",
+        "",
+        "| precision | seeds | best val AUC (mean ± sd) | test AUC (mean ± sd) | seconds per run (mean) |",
+        "|---|---|---|---|---|",
+    ]
+    summary: dict[str, dict] = {}
+    for precision in precisions:
+        group = [r for r in rows if r["precision"] == precision]
+        if not group:
+            continue
+        val = [r["best_val_auc"] for r in group]
+        test = [r["test_auc"] for r in group if r["test_auc"] is not None]
+        secs = statistics.mean(r["seconds"] for r in group)
+        summary[precision] = {"val_auc": val, "test_auc": test, "seconds_mean": secs}
+        test_text = f"{statistics.mean(test):.4f} ± {_sd(test):.4f}" if test else "–"
+        lines.append(
+            f"| {precision} | {len(group)} | {statistics.mean(val):.4f} ± {_sd(val):.4f} | {test_text} | {secs:.0f} |"
+        )
+    by_key = {(r["precision"], r["seed"]): r for r in rows}
+    base = precisions[0]
+    for other in precisions[1:]:
+        pairs = [
+            (by_key[(base, s)], by_key[(other, s)]) for (p, s) in by_key if p == base and (other, s) in by_key
+        ]
+        if not pairs:
+            continue
+        diffs = [b["best_val_auc"] - a["best_val_auc"] for a, b in pairs]
+        summary[f"{other}-{base}"] = {"val_auc_diff": diffs}
+        lines += [
+            "",
+            f"Paired by seed, best val AUC {other} − {base}: mean {statistics.mean(diffs):+.4f}, "
+            f"sd {_sd(diffs):.4f}, range [{min(diffs):+.4f}, {max(diffs):+.4f}] over {len(diffs)} seed(s); "
+            f"the {base} runs' own seed-to-seed sd is {_sd([a['best_val_auc'] for a, _ in pairs]):.4f}.",
+        ]
+    lines += ["", "| precision | seed | best val AUC | test AUC | seconds |", "|---|---|---|---|---|"]
+    for r in rows:
+        test = f"{r['test_auc']:.4f}" if r["test_auc"] is not None else "–"
+        lines.append(
+            f"| {r['precision']} | {r['seed']} | {r['best_val_auc']:.4f} | {test} | {r['seconds']:.0f} |"
+        )
+    return "\n".join(lines) + "\n", summary
+
+
+def write_report(args: argparse.Namespace, rows: list[dict]) -> str:
+    """Write ``precision-<preset>.md`` / ``.json`` to ``args.out_dir``; returns the Markdown."""
+    text, summary = report(args.preset, args.device, args.precisions, rows)
+    atomic_write_text(args.out_dir / f"precision-{args.preset}.md", text)
+    atomic_write_json(
+        args.out_dir / f"precision-{args.preset}.json",
+        {"preset": args.preset, "rows": rows, "summary": summary},
+    )
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="smoke-mini")
@@ -45,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="attnmel-precision-") as tmp:
-        for precision in args.precisions:
-            for seed in args.seeds:
+        for seed in args.seeds:  # seed by seed, so an interrupted sweep still holds complete pairs
+            for precision in args.precisions:
                 config = TrainConfig.from_preset(
                     args.preset,
                     precision=precision,
@@ -73,30 +132,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{precision} seed {seed}: val AUC {result.best_val_auc:.4f}, {rows[-1]['seconds']:.0f} s"
                 )
 
-    lines = [
-        f"# bf16 vs fp32 training, preset `{args.preset}`, device {args.device} "
-        f"(native CPU bf16: {'yes' if cpu_supports_bf16() else 'no'})",
-        "",
-        "| precision | seeds | best val AUC (mean ± sd) | test AUC (mean ± sd) | seconds per run (mean) |",
-        "|---|---|---|---|---|",
-    ]
-    summary = {}
-    for precision in args.precisions:
-        group = [r for r in rows if r["precision"] == precision]
-        val = [r["best_val_auc"] for r in group]
-        test = [r["test_auc"] for r in group if r["test_auc"] is not None]
-        secs = statistics.mean(r["seconds"] for r in group)
-        summary[precision] = {"val_auc": val, "test_auc": test, "seconds_mean": secs}
-        lines.append(
-            f"| {precision} | {len(group)} | {statistics.mean(val):.4f} ± {_sd(val):.4f} | "
-            f"{statistics.mean(test):.4f} ± {_sd(test):.4f} | {secs:.0f} |"
-        )
-    report = "\n".join(lines) + "\n"
-    print(report)
-    atomic_write_text(args.out_dir / "precision.md", report)
-    atomic_write_json(
-        args.out_dir / "precision.json", {"preset": args.preset, "rows": rows, "summary": summary}
-    )
+                write_report(args, rows)  # after every run, so an interrupted sweep keeps what it measured
+    print(write_report(args, rows))
     return 0
 
 

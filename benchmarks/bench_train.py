@@ -26,6 +26,7 @@ import torch  # noqa: E402
 from attnmel.bench import (  # noqa: E402
     DEFAULT_BATCHES,
     DEFAULT_COMPILE_TIMEOUT_S,
+    DEFAULT_MATMUL_SIZES,
     DEFAULT_MODES,
     DEFAULT_SIZES,
     MODES,
@@ -73,7 +74,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-inference", action="store_true", help="training steps only")
     parser.add_argument("--no-jpeg", action="store_true", help="skip the JPEG decoding measurement")
     parser.add_argument(
-        "--matmul-n", type=int, default=None, help="matrix side for the ceiling (default 2048)"
+        "--matmul-n",
+        type=int,
+        nargs="+",
+        default=None,
+        help="matrix sides for the ceiling, the best is kept (default 1024 2048 4096)",
     )
     parser.add_argument("--matmul-seconds", type=float, default=None, help="time per ceiling (default 2)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
@@ -88,12 +93,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.sizes = args.sizes or [64]
         args.batches = args.batches or [2]
         args.steps = args.steps or 2
-        args.matmul_n = args.matmul_n or 512
+        args.matmul_n = args.matmul_n or [512]
         args.matmul_seconds = args.matmul_seconds if args.matmul_seconds is not None else 0.5
     args.sizes = args.sizes or list(DEFAULT_SIZES)
     args.batches = args.batches or list(DEFAULT_BATCHES)
     args.modes = args.modes or list(DEFAULT_MODES)
-    args.matmul_n = args.matmul_n or 2048
+    args.matmul_n = args.matmul_n or list(DEFAULT_MATMUL_SIZES)
     args.matmul_seconds = args.matmul_seconds if args.matmul_seconds is not None else 2.0
     args.out_dir = args.out_dir or (DEFAULT_OUT / "quick" if args.quick else DEFAULT_OUT)
     for name in ("sizes", "batches"):

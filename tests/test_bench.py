@@ -105,6 +105,26 @@ def test_matmul_ceiling_is_positive():
     assert bench.measure_ceilings({"bf16"}, n=32, seconds=0.0).keys() == {"bf16"}
     with pytest.raises(ValueError, match="unknown ceiling dtype"):
         bench.measure_ceilings({"int8"})
+    with pytest.raises(ValueError, match="at least one matrix size"):
+        bench.measure_ceilings({"fp32"}, n=[])
+
+
+def test_measure_ceilings_keeps_the_best_size(monkeypatch):
+    rates = {16: 10.0, 32: 30.0, 64: 20.0}
+    monkeypatch.setattr(bench, "matmul_ceiling", lambda dtype, n, seconds, device: rates[n])
+    assert bench.measure_ceilings({"fp32"}, n=[16, 32, 64]) == {"fp32": 30.0}
+
+
+def test_apply_ceilings_recomputes_fractions_from_the_achieved_rate():
+    rows = [
+        {"ceiling": "fp32", "train_status": "ok", "train_gflops_per_s": 50.0, "infer_status": "ok",
+         "infer_gflops_per_s": 120.0},
+        {"ceiling": "bf16", "train_status": "skipped", "train_gflops_per_s": None},
+    ]  # fmt: skip
+    bench.apply_ceilings(rows, {"fp32": 100.0, "bf16": 10.0})
+    assert rows[0]["ceiling_gflops_per_s"] == 100.0
+    assert rows[0]["train_fraction_of_ceiling"] == 0.5 and rows[0]["infer_fraction_of_ceiling"] == 1.2
+    assert rows[1]["train_fraction_of_ceiling"] is None and "infer_fraction_of_ceiling" not in rows[1]
 
 
 def test_run_benchmarks_rows_and_markdown():
@@ -123,11 +143,11 @@ def test_run_benchmarks_rows_and_markdown():
     assert "compile not measured" in compiled["note"]
 
     table = bench.to_markdown(rows).splitlines()
-    assert table[0].startswith("| size | batch | mode | train img/s")
+    assert table[0].startswith("| size | batch | mode | train img/s | train s/step | train GFLOP/s")
     assert set(table[1]) <= set("|-: ")
     assert len(table) == 4
     assert table[2].startswith("| 32 | 2 | fp32 | ")
-    assert table[3].count("—") == 5  # skipped: every figure is a dash
+    assert table[3].count("—") == 7  # skipped: every figure is a dash
 
 
 def test_jpeg_decoding_skips_the_gpu_without_cuda():
@@ -140,19 +160,62 @@ def test_jpeg_decoding_skips_the_gpu_without_cuda():
 def test_render_report_has_machine_info_and_the_table():
     rows = [
         {"image_size": 128, "batch_size": 8, "mode": "fp32", "train_images_per_s": 1.5, "train_seconds_per_step": 5.3,
-         "train_fraction_of_ceiling": 0.25, "infer_images_per_s": 6.0, "infer_fraction_of_ceiling": 0.4, "note": ""},
+         "train_gflops_per_s": 45.0, "train_fraction_of_ceiling": 0.25, "infer_images_per_s": 6.0,
+         "infer_gflops_per_s": 60.0, "infer_fraction_of_ceiling": 0.4, "note": ""},
     ]  # fmt: skip
     result = {
         "created": "2025-01-01T00:00:00+00:00",
         "elapsed_s": 60.0,
         "machine": bench.machine_info("cpu"),
-        "config": {"model": "attnmel_cnn", "warmup": 1, "matmul_n": 2048},
+        "config": {"model": "attnmel_cnn", "warmup": 1, "matmul_n": [1024, 2048]},
         "ceilings_gflops_per_s": {"fp32": 100.0},
+        "ceilings_start_gflops_per_s": {"fp32": 90.0},
+        "ceilings_end_gflops_per_s": {"fp32": 100.0},
         "flops_per_image": {"128": {"train": 3e10, "infer": 1e10}},
         "rows": rows,
         "jpeg": None,
     }
     text = bench.render_report(result)
     assert result["machine"]["cpu_model"] in text
-    assert "fp32 100 GFLOP/s" in text
-    assert "| 128 | 8 | fp32 | 1.50 | 5.30 | 25.0 | 6.00 | 40.0 |  |" in text
+    assert (
+        "(best call over 1024 x 1024, 2048 x 2048): fp32 100 GFLOP/s (before the grid: fp32 90; after: fp32 100"
+        in text
+    )
+    assert "| 128 | 8 | fp32 | 1.50 | 5.30 | 45 | 25.0 | 6.00 | 60 | 40.0 |  |" in text
+    assert "Above 100%" not in text
+    rows[0]["infer_fraction_of_ceiling"] = 1.1
+    assert "Above 100% (1 case(s), e.g. 128 px batch 8 fp32 infer)" in bench.render_report(result)
+
+
+def _bench_precision_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_precision.py"
+    spec = importlib.util.spec_from_file_location("bench_precision", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_precision_report_pairs_runs_by_seed_and_keeps_incomplete_pairs_out():
+    report = _bench_precision_module().report
+    rows = [
+        {"precision": "fp32", "seed": 0, "best_val_auc": 0.90, "test_auc": 0.80, "seconds": 10.0},
+        {"precision": "bf16", "seed": 0, "best_val_auc": 0.92, "test_auc": None, "seconds": 30.0},
+        {"precision": "fp32", "seed": 1, "best_val_auc": 0.80, "test_auc": 0.70, "seconds": 12.0},
+        {"precision": "bf16", "seed": 1, "best_val_auc": 0.77, "test_auc": 0.71, "seconds": 34.0},
+        {
+            "precision": "fp32",
+            "seed": 2,
+            "best_val_auc": 0.85,
+            "test_auc": 0.75,
+            "seconds": 11.0,
+        },  # bf16 missing
+    ]
+    text, summary = report("smoke", "cpu", ["fp32", "bf16"], rows)
+    assert summary["bf16-fp32"]["val_auc_diff"] == pytest.approx([0.02, -0.03])
+    assert summary["fp32"]["val_auc"] == [0.90, 0.80, 0.85] and summary["bf16"]["test_auc"] == [0.71]
+    assert "| fp32 | 3 | 0.8500 ± 0.0500 | 0.7500 ± 0.0500 | 11 |" in text
+    assert "mean -0.0050" in text and "over 2 seed(s)" in text and "sd is 0.0707" in text
+    assert "| bf16 | 0 | 0.9200 | – | 30 |" in text
