@@ -98,6 +98,7 @@ class TrainConfig:
     channels_last: bool = True  # NHWC memory layout (faster convolutions on CPU and tensor cores)
     num_workers: int = 2  # DataLoader worker processes
     pin_memory: bool = True  # pinned host memory + non-blocking copies (CUDA only)
+    gpu_jpeg_decode: bool = False  # fill the preprocessing cache with nvJPEG before epoch 1 (CUDA + cache)
     compile: bool = False  # torch.compile the model
     # --- run folder and logging ---
     runs_root: str = "runs"  # parent folder of run folders
@@ -292,6 +293,10 @@ def _validate(cfg: TrainConfig) -> None:
     if cfg.weights is not None and cfg.weights != "IMAGENET1K_V1" and not cfg.weights.strip():
         raise ValueError(
             "TrainConfig.weights must be None, 'IMAGENET1K_V1' or a file path, got an empty string"
+        )
+    if cfg.gpu_jpeg_decode and not cfg.cache:
+        raise ValueError(
+            "TrainConfig.gpu_jpeg_decode = True decodes into the preprocessing cache; it needs cache = True"
         )
     if cfg.eval_splits is not None and not [s for s in cfg.eval_splits.split(",") if s.strip()]:
         raise ValueError("TrainConfig.eval_splits must name at least one split (comma-separated) or be None")

@@ -32,7 +32,7 @@ import random
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -68,6 +68,7 @@ __all__ = [
     "load_split",
     "ensure_synthetic",
     "make_dataset",
+    "fill_cache_on_gpu",
     "HISTORY_COLUMNS",
 ]
 
@@ -232,6 +233,28 @@ def load_split(config: TrainConfig, root: Path, split: str, limit: int | None = 
         keep = sorted(rng.sample(range(len(samples)), limit))
         samples = samples.derive([samples[i] for i in keep], subset_of=len(samples))
     return samples
+
+
+def check_gpu_decode(device: torch.device) -> None:
+    if device.type != "cuda":
+        raise ValueError(
+            f"gpu_jpeg_decode=True needs a CUDA device; this run uses {device} (set it to False)"
+        )
+
+
+def fill_cache_on_gpu(device: torch.device, datasets: Sequence[Any], log: Callable[[str], None]) -> None:
+    """``gpu_jpeg_decode``: create the datasets' missing cache entries with nvJPEG before the first epoch.
+
+    Decoding the full-size JPEGs is the slow part of the data pipeline (``benchmarks/bench_data.py``); done
+    once on the GPU, every epoch after reads the small cached crops on the CPU workers.
+    """
+    check_gpu_decode(device)
+    for dataset in datasets:
+        counts = dataset.cache.fill(dataset.samples, dermo=dataset.roi == "dermo", device=device)
+        log(
+            f"cache: {counts['decoded']} JPEG(s) decoded on {counts['device']}, {counts['other']} other file(s) "
+            f"on the CPU, {counts['present']} already cached ({counts['seconds']:.1f} s)"
+        )
 
 
 def make_dataset(config: TrainConfig, samples: Any, *, train: bool) -> Any:
@@ -555,6 +578,11 @@ def _fit(
     train_ds = make_dataset(config, train_list, train=True)
     val_ds = make_dataset(config, val_samples, train=False)
     train_labels = [s.label for s in train_list]
+    if config.gpu_jpeg_decode:
+        check_gpu_decode(device)  # every rank, before any waits at the barrier
+        if info.is_main:
+            fill_cache_on_gpu(device, [train_ds, val_ds], log)
+        distributed.barrier()
 
     # --- model, optimiser, loss ---
     _seed_everything(config.seed)

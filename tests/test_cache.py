@@ -110,3 +110,85 @@ def test_cache_and_transform_must_agree(isic2017_root, tmp_path):
         LesionDataset(samples, eval_transform(16, 20), cache=PreprocessCache(tmp_path, resize=24))
     with pytest.raises(ValueError, match="starts with Preprocess"):
         LesionDataset(samples, lambda parts: parts, cache=PreprocessCache(tmp_path, resize=20))
+
+
+# ------------------------------------------------------------------ fill(): batched decoding (nvJPEG on CUDA)
+def _entries(cache, samples, dermo=False):
+    return [cache.load(s, dermo=dermo) for s in samples]
+
+
+def test_fill_writes_the_entries_that_load_then_reads(isic2017_root, tmp_path):
+    samples = isic2017(isic2017_root)
+    filled = PreprocessCache(tmp_path / "filled", resize=20)
+    counts = filled.fill(list(samples) + list(samples[:2]), dermo=True, batch_size=4)  # duplicates: once
+    assert (counts["present"], counts["decoded"], counts["other"], counts["device"]) == (0, 6, 0, "cpu")
+    reader = PreprocessCache(tmp_path / "filled", resize=20)
+    got = _entries(reader, samples, dermo=True)
+    assert (reader.hits, reader.misses) == (6, 0)  # every entry was there and valid
+    expected = _entries(PreprocessCache(tmp_path / "pil", resize=20), samples, dermo=True)
+    for a, b in zip(got, expected, strict=True):
+        assert a.keys() == b.keys() == {"image", "mask", "dermo"}
+        assert torch.equal(a["mask"], b["mask"]) and torch.equal(a["dermo"], b["dermo"])  # masks: same PNGs
+        assert (a["image"].int() - b["image"].int()).abs().max() <= 2  # two JPEG decoders, flat colours
+    assert filled.fill(samples, dermo=True)["present"] == 6  # a second fill has nothing to do
+
+
+def test_fill_reads_other_formats_on_the_cpu_exactly_as_load(tmp_path):
+    from attnmel.data import Sample
+
+    path = tmp_path / "lesion.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(path)
+    sample = Sample(image_id="lesion", image_path=path, label=1)
+    counts = PreprocessCache(tmp_path / "a", resize=16).fill([sample])
+    assert (counts["decoded"], counts["other"]) == (0, 1)
+    assert torch.equal(
+        PreprocessCache(tmp_path / "a", resize=16).load(sample)["image"],
+        PreprocessCache(tmp_path / "b", resize=16).load(sample)["image"],
+    )
+
+
+def test_textured_jpegs_decode_within_a_few_grey_levels_of_pil(tmp_path):
+    from attnmel.data import Sample
+
+    rng = np.random.default_rng(1)
+    smooth = np.kron(rng.integers(60, 220, (12, 16, 3)), np.ones((25, 25, 1)))  # (300, 400, 3) blocks
+    noisy = np.clip(smooth + rng.normal(0, 12, smooth.shape), 0, 255).astype(np.uint8)
+    path = tmp_path / "lesion.jpg"
+    Image.fromarray(noisy).save(path, quality=90)
+    sample = Sample(image_id="lesion", image_path=path, label=0)
+    PreprocessCache(tmp_path / "tv", resize=64).fill([sample])
+    a = PreprocessCache(tmp_path / "tv", resize=64).load(sample)["image"].int()
+    b = PreprocessCache(tmp_path / "pil", resize=64).load(sample)["image"].int()
+    difference = (a - b).abs().float()
+    assert difference.mean() < 1.0 and difference.max() <= 8, (difference.mean(), difference.max())
+
+
+def test_decode_jpegs_names_the_bad_file(tmp_path):
+    from attnmel.data import DataError
+    from attnmel.data.images import decode_jpegs
+
+    good = tmp_path / "good.jpg"
+    Image.fromarray(np.full((20, 30, 3), 120, np.uint8)).save(good, quality=90)
+    assert [tuple(t.shape) for t in decode_jpegs([good, good])] == [(3, 20, 30)] * 2
+    png = tmp_path / "mask.jpg"  # a PNG behind a .jpg name
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(png, format="PNG")
+    truncated = tmp_path / "cut.jpg"
+    truncated.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(DataError, match="mask.jpg: not a JPEG"):
+        decode_jpegs([good, png])
+    with pytest.raises(DataError, match="missing.jpg: image file not found"):
+        decode_jpegs([tmp_path / "missing.jpg"])
+    with pytest.raises(DataError, match="cut.jpg"):
+        decode_jpegs([good, truncated])
+
+
+def test_read_sample_checks_a_given_image_against_the_mask(isic2017_root):
+    from attnmel.data import DataError
+    from attnmel.data.dataset import read_sample
+
+    sample = isic2017(isic2017_root)[0]
+    height, width = read_sample(sample)["image"].shape[-2:]
+    with pytest.raises(DataError, match="mask size"):
+        read_sample(sample, image=torch.zeros(3, height + 1, width, dtype=torch.uint8))
+    with pytest.raises(DataError, match="uint8 \\(3, H, W\\)"):
+        read_sample(sample, image=torch.zeros(height, width, 3, dtype=torch.uint8))

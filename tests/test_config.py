@@ -48,6 +48,10 @@ def test_defaults_are_the_papers_protocol() -> None:
         ({"run_name": "a/b"}, "plain folder name"),
         ({"eval_splits": " , "}, "eval_splits"),
         ({"nesterov": True, "momentum": 0.0}, "nesterov"),
+        (
+            {"gpu_jpeg_decode": True, "cache": False},
+            "gpu_jpeg_decode = True decodes into the preprocessing cache",
+        ),
     ],
 )
 def test_invalid_values_name_field_value_and_allowed(changes: dict, needle: str) -> None:

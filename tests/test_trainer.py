@@ -136,6 +136,35 @@ def test_tensorboard_logs(synthetic_root, tmp_path) -> None:
     assert events and events[0].stat().st_size > 0
 
 
+def test_gpu_jpeg_decode_on_the_cpu_is_refused_before_any_training(synthetic_root, tmp_path) -> None:
+    with pytest.raises(ValueError, match="gpu_jpeg_decode=True needs a CUDA device; this run uses cpu"):
+        fit(tiny(synthetic_root, tmp_path, gpu_jpeg_decode=True, cache=True), log=lambda _m: None)
+    assert not (tmp_path / "run" / "checkpoints" / "latest.pt").exists()
+
+
+def test_fill_cache_on_gpu_fills_every_dataset_and_reports(synthetic_root, tmp_path, monkeypatch) -> None:
+    from attnmel.trainer import fill_cache_on_gpu, load_split, make_dataset
+
+    config = tiny(synthetic_root, tmp_path, cache=True, cache_dir=str(tmp_path / "cache"))
+    train = make_dataset(config, load_split(config, synthetic_root, "Training", 6), train=True)
+    val = make_dataset(config, load_split(config, synthetic_root, "Validation", 4), train=False)
+    devices = []
+    real_fill = type(train.cache).fill
+
+    def fill_on_cpu(cache, samples, *, dermo, device):  # no GPU here: record the device, decode on the CPU
+        devices.append(str(device))
+        return real_fill(cache, samples, dermo=dermo, device="cpu")
+
+    monkeypatch.setattr(type(train.cache), "fill", fill_on_cpu)
+    messages = []
+    fill_cache_on_gpu(torch.device("cuda"), [train, val], messages.append)
+    assert devices == ["cuda", "cuda"]
+    assert len(messages) == 2 and "6 JPEG(s) decoded on cpu" in messages[0] and "4 JPEG(s)" in messages[1]
+    assert len(list((tmp_path / "cache").rglob("*.npz"))) == 10
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        fill_cache_on_gpu(torch.device("cpu"), [train], messages.append)
+
+
 def test_device_and_precision_helpers() -> None:
     cpu = torch.device("cpu")
     assert select_device("cpu") == cpu

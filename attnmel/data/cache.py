@@ -17,8 +17,11 @@ import hashlib
 import io
 import json
 import os
+import time
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +29,7 @@ import torch
 from attnmel.io import atomic_write_bytes
 
 from .dataset import read_sample
+from .images import decode_jpegs, is_jpeg
 from .samples import Sample
 from .transforms import CROP_FRACTION, Preprocess
 
@@ -92,7 +96,60 @@ class PreprocessCache:
                 return parts
             self.rebuilt += 1
         self.misses += 1
-        parts = self.preprocess(read_sample(sample, dermo=dermo))
+        return self._store(entry, key, self.preprocess(read_sample(sample, dermo=dermo)))
+
+    def fill(
+        self,
+        samples: Sequence[Sample],
+        *,
+        dermo: bool = False,
+        device: str | torch.device = "cpu",
+        batch_size: int = 16,
+    ) -> dict[str, Any]:
+        """Create the missing entries of ``samples`` now, decoding JPEGs in batches on ``device``.
+
+        With ``device="cuda"`` the JPEGs are decoded by nvJPEG and cropped and resized on the GPU (the optional
+        GPU decoding of the training pipeline); other formats (PNG, BMP) and the masks are read on the CPU.
+        Entries are the same as :meth:`load` would write, up to the decoders' rounding (IDCT and resampling
+        differ by a few grey levels between libjpeg-turbo, nvJPEG and PIL). Returns counts: ``present``
+        (already cached), ``decoded`` (JPEGs decoded on ``device``), ``other`` (read on the CPU) and
+        ``seconds``.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        device = torch.device(device)
+        start = time.perf_counter()
+        todo, present, seen = [], 0, set()
+        for sample in samples:
+            key = self.key(sample, dermo=dermo)
+            if key in seen:  # an oversampled list names a sample several times
+                continue
+            seen.add(key)
+            if self.path(key).is_file() and self._read(self.path(key), key, dermo) is not None:
+                present += 1
+            else:
+                todo.append((sample, key))
+        jpegs = [(sample, key) for sample, key in todo if is_jpeg(sample.image_path)]
+        others = [(sample, key) for sample, key in todo if not is_jpeg(sample.image_path)]
+        for first in range(0, len(jpegs), batch_size):
+            chunk = jpegs[first : first + batch_size]
+            images = decode_jpegs([sample.image_path for sample, _ in chunk], device=device)
+            for (sample, key), image in zip(chunk, images, strict=True):
+                parts = self.preprocess(read_sample(sample, dermo=dermo, image=image))
+                self._store(self.path(key), key, {name: t.cpu() for name, t in parts.items()})
+        for sample, key in others:
+            self._store(self.path(key), key, self.preprocess(read_sample(sample, dermo=dermo)))
+        self.misses += len(todo)
+        return {
+            "present": present,
+            "decoded": len(jpegs),
+            "other": len(others),
+            "device": str(device),
+            "seconds": time.perf_counter() - start,
+        }
+
+    def _store(self, entry: Path, key: str, parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Write one entry atomically (uint8 arrays + its key) and return its tensors."""
         arrays = {name: t.as_subclass(torch.Tensor).numpy() for name, t in parts.items()}
         buffer = io.BytesIO()
         np.savez(buffer, key=np.frombuffer(key.encode(), dtype=np.uint8), **arrays)

@@ -36,18 +36,24 @@ __all__ = ["LesionDataset", "read_sample", "ROI_KINDS"]
 ROI_KINDS = (None, "lesion", "dermo", "background")
 
 
-def read_sample(sample: Sample, *, dermo: bool = False) -> dict[str, torch.Tensor]:
+def read_sample(
+    sample: Sample, *, dermo: bool = False, image: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
     """Decode a sample's files (validated) at full resolution.
 
     Returns ``{"image": uint8 (3, H, W) tv_tensors.Image}`` plus ``"mask"`` (uint8 (1, H, W) Mask in {0, 1})
     when the sample has a lesion mask, and ``"dermo"`` (same format) when ``dermo`` is True. A mask whose size
-    differs from the image's is a DataError naming both files.
+    differs from the image's is a DataError naming both files. ``image``: the sample's image already decoded
+    (uint8 (3, H, W), on any device, e.g. by nvJPEG), used instead of decoding ``sample.image_path``.
     """
-    rgb = load_rgb(sample.image_path)  # (H, W, 3)
-    height, width = rgb.shape[:2]
-    parts: dict[str, torch.Tensor] = {
-        "image": tv_tensors.Image(torch.from_numpy(rgb).permute(2, 0, 1).contiguous())
-    }
+    if image is None:
+        image = torch.from_numpy(load_rgb(sample.image_path)).permute(2, 0, 1).contiguous()  # (3, H, W)
+    if image.ndim != 3 or image.shape[0] != 3 or image.dtype != torch.uint8:
+        raise DataError(
+            f"{sample.image_path}: expected a uint8 (3, H, W) image, got {tuple(image.shape)} {image.dtype}"
+        )
+    height, width = image.shape[-2:]
+    parts: dict[str, torch.Tensor] = {"image": tv_tensors.Image(image)}
 
     def check(array: Any, path: Any) -> torch.Tensor:
         if array.shape != (height, width):

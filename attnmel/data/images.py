@@ -9,16 +9,19 @@ a small file that claims a huge size would otherwise allocate gigabytes).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from .samples import DataError
 
-__all__ = ["MAX_PIXELS", "image_size", "load_rgb", "load_mask", "open_image"]
+__all__ = ["MAX_PIXELS", "image_size", "is_jpeg", "decode_jpegs", "load_rgb", "load_mask", "open_image"]
 
 MAX_PIXELS = 64_000_000  # ~ 8000 x 8000; the largest ISIC images are about 6700 x 4500 (30 M pixels)
 
@@ -64,6 +67,69 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
         raise DataError(f"{path}: image file not found") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: not a readable image file ({exc})") from exc
+
+
+def is_jpeg(path: str | os.PathLike) -> bool:
+    """Whether the file starts with the JPEG start-of-image marker (FF D8 FF), whatever its name says."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(3) == b"\xff\xd8\xff"
+    except OSError:
+        return False
+
+
+def decode_jpegs(
+    paths: Sequence[str | os.PathLike], device: str | torch.device = "cpu"
+) -> list[torch.Tensor]:
+    """Decode JPEG files as RGB uint8 ``(3, H, W)`` tensors on ``device`` in one batched call.
+
+    On CUDA this is nvJPEG (``torchvision.io.decode_jpeg(device="cuda")``); on the CPU, libjpeg-turbo. The
+    same checks as :func:`open_image` apply: a missing file, a non-JPEG, a size above :data:`MAX_PIXELS` or a
+    corrupt stream is a DataError naming the file (a failed batch is retried file by file to find it).
+    """
+    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+
+    device = torch.device(device)
+    datas = []
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"{path}: image file not found")
+        if not is_jpeg(path):
+            raise DataError(f"{path}: not a JPEG file (decode_jpegs reads JPEG only)")
+        width, height = image_size(path)
+        if width * height > MAX_PIXELS:
+            raise DataError(
+                f"{path}: image claims {width}x{height} = {width * height} pixels, more than "
+                f"MAX_PIXELS={MAX_PIXELS} (possible decompression bomb)"
+            )
+        with _torchvision_io():
+            datas.append(read_file(str(path)))  # (bytes,) uint8
+    if not datas:
+        return []
+    try:
+        with _torchvision_io():
+            return list(decode_jpeg(datas, mode=ImageReadMode.RGB, device=device))
+    except RuntimeError:
+        pass
+    images = []
+    for path, data in zip(paths, datas, strict=True):
+        try:
+            with _torchvision_io():
+                images.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
+        except RuntimeError as exc:
+            raise DataError(f"{path}: corrupt or truncated JPEG ({exc})") from exc
+    return images
+
+
+@contextlib.contextmanager
+def _torchvision_io() -> Iterator[None]:
+    """torchvision 0.29 deprecates its image codecs in favour of TorchCodec; they still work, so be quiet."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=".*decoding and encoding capabilities", category=DeprecationWarning
+        )
+        yield
 
 
 def load_rgb(path: str | os.PathLike) -> np.ndarray:
