@@ -2,7 +2,8 @@
 
 1. ``bench_train.py``: matmul ceilings, training and inference images/s for every size, batch and mode;
 2. ``bench_data.py`` (when present): images/s of the data pipeline (decode vs preprocessing cache);
-3. ``SUMMARY.md`` in the output folder, combining both, with the commands and how long each took.
+3. ``SUMMARY.md`` in the output folder, combining both, with the commands and how long each took, and the
+   report of an earlier ``bench_precision.py`` run (bf16 vs fp32 accuracy over seeds) when there is one.
 
     python benchmarks/run_all.py                 # full run on the CPU (about 15 min on 2 cores)
     python benchmarks/run_all.py --quick         # check everything works (results in benchmarks/results/quick)
@@ -140,9 +141,28 @@ def main(argv: list[str] | None = None) -> int:
             sections.append(f"{verdict}: {why}\n")
             data_rc = 0 if data_rc == 2 else data_rc
 
+    sections.append("## bf16 vs fp32 accuracy\n")
+    sections += precision_sections(out_dir)
+
     summary = atomic_write_text(out_dir / "SUMMARY.md", "\n".join(sections))
     print(f"==> wrote {summary}")
     return 1 if train_rc != 0 or data_rc != 0 else 0
+
+
+def precision_sections(out_dir: Path) -> list[str]:
+    """The reports of earlier ``bench_precision.py`` runs in ``out_dir`` (about 45 min each: not rerun here)."""
+    reports = sorted(out_dir.glob("precision-*.md"))
+    if not reports:
+        return [
+            "Not measured yet: `python benchmarks/bench_precision.py --preset smoke --seeds 0 1 2 3` "
+            "(about 45 minutes on 2 CPU cores) writes the report that appears here.\n"
+        ]
+    sections = []
+    for report in reports:
+        when = dt.datetime.fromtimestamp(report.stat().st_mtime, dt.UTC).isoformat(timespec="minutes")
+        sections.append(f"From `{report.name}`, written {when} by `benchmarks/bench_precision.py`:\n")
+        sections.append(demote_headings(demote_headings(report.read_text(encoding="utf-8"))))
+    return sections
 
 
 def _shown(cmd: list[str]) -> str:

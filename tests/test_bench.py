@@ -187,19 +187,20 @@ def test_render_report_has_machine_info_and_the_table():
     assert "Above 100% (1 case(s), e.g. 128 px batch 8 fp32 infer)" in bench.render_report(result)
 
 
-def _bench_precision_module():
+def _benchmark_module(name: str):
+    """A script of ``benchmarks/`` (not a package) loaded as a module."""
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_precision.py"
-    spec = importlib.util.spec_from_file_location("bench_precision", path)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def test_precision_report_pairs_runs_by_seed_and_keeps_incomplete_pairs_out():
-    report = _bench_precision_module().report
+    report = _benchmark_module("bench_precision").report
     rows = [
         {"precision": "fp32", "seed": 0, "best_val_auc": 0.90, "test_auc": 0.80, "seconds": 10.0},
         {"precision": "bf16", "seed": 0, "best_val_auc": 0.92, "test_auc": None, "seconds": 30.0},
@@ -219,3 +220,12 @@ def test_precision_report_pairs_runs_by_seed_and_keeps_incomplete_pairs_out():
     assert "| fp32 | 3 | 0.8500 ± 0.0500 | 0.7500 ± 0.0500 | 11 |" in text
     assert "mean -0.0050" in text and "over 2 seed(s)" in text and "sd is 0.0707" in text
     assert "| bf16 | 0 | 0.9200 | – | 30 |" in text
+
+
+def test_summary_includes_earlier_precision_reports_or_says_how_to_make_one(tmp_path):
+    precision_sections = _benchmark_module("run_all").precision_sections
+    (missing,) = precision_sections(tmp_path)
+    assert missing.startswith("Not measured yet") and "bench_precision.py --preset smoke" in missing
+    (tmp_path / "precision-smoke.md").write_text("# bf16 vs fp32 training\n\n| precision |\n")
+    header, body = precision_sections(tmp_path)
+    assert "`precision-smoke.md`" in header and body.startswith("### bf16 vs fp32 training")
