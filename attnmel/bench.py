@@ -765,7 +765,6 @@ def run_benchmarks(
                     "steps": n_steps,
                     "warmup": warmup,
                     "ceiling": spec.ceiling,
-                    "ceiling_gflops_per_s": ceilings.get(spec.ceiling),
                     "train_flops_per_image": flops[size, True],
                     "infer_flops_per_image": flops[size, False],
                     "note": "",
@@ -801,6 +800,7 @@ def run_benchmarks(
                     notes += [f"first step (compile included): {', '.join(firsts)}"] if firsts else []
                 row["note"] = skip or "; ".join(notes)
                 rows.append(row)
+    apply_ceilings(rows, ceilings)
     return rows
 
 
@@ -825,7 +825,6 @@ def _skip_reason(
 
 def _merge(row: dict[str, Any], prefix: str, result: dict[str, Any]) -> None:
     flops = row[f"{prefix}_flops_per_image"]
-    ceiling = row["ceiling_gflops_per_s"]
     ips = result.get("images_per_s") if result["status"] == "ok" else None
     gflops = flops * ips / 1e9 if ips else None
     row.update(
@@ -837,7 +836,6 @@ def _merge(row: dict[str, Any], prefix: str, result: dict[str, Any]) -> None:
             f"{prefix}_step_times_s": result.get("step_times_s", []),
             f"{prefix}_first_step_s": result.get("first_step_s"),
             f"{prefix}_gflops_per_s": gflops,
-            f"{prefix}_fraction_of_ceiling": gflops / ceiling if gflops and ceiling else None,
         }
     )
     if "peak_memory_gib" in result:
@@ -876,7 +874,6 @@ def run_suite(
     needed = {MODES[m].ceiling for m in modes if m in MODES}
     say(f"matmul ceilings ({', '.join(sorted(needed))}), n={sizes_n}")
     ceilings_start = measure_ceilings(needed, device=device, n=sizes_n, seconds=matmul_seconds)
-    ceilings = ceilings_start
     rows = run_benchmarks(
         sizes,
         batches,
@@ -886,7 +883,7 @@ def run_suite(
         warmup=warmup,
         device=device,
         inference=inference,
-        ceilings=ceilings,
+        ceilings=ceilings_start,
         compile_shapes=compile_shapes,
         compile_timeout=compile_timeout,
         progress=progress,
