@@ -118,13 +118,13 @@ def artifact_masks(run: Run, split: str, image_ids: list[str]) -> torch.Tensor:
     from torchvision.transforms import v2
 
     from attnmel.data import load_mask
-    from attnmel.data.transforms import Preprocess
+    from attnmel.data.transforms import eval_geometry
 
     root = run.config.resolved_data_root()
     folder = root / f"ISIC-2017_{split}_Artifact_Masks"
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} does not exist: artifact masks come with synthetic sets only")
-    geometry = v2.Compose([Preprocess(run.config.resize), v2.CenterCrop(run.config.image_size)])
+    geometry = v2.Compose(eval_geometry(run.config.image_size, run.config.resize))
     out = []
     for image_id in image_ids:
         mask = torch.from_numpy(load_mask(folder / f"{image_id}_artifact.png"))[None]  # (1, H, W)

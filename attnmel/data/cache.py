@@ -129,8 +129,9 @@ class PreprocessCache:
                 present += 1
             else:
                 todo.append((sample, key))
-        jpegs = [(sample, key) for sample, key in todo if is_jpeg(sample.image_path)]
-        others = [(sample, key) for sample, key in todo if not is_jpeg(sample.image_path)]
+        jpegs, others = [], []
+        for item in todo:  # one header read per file
+            (jpegs if is_jpeg(item[0].image_path) else others).append(item)
         for first in range(0, len(jpegs), batch_size):
             chunk = jpegs[first : first + batch_size]
             images = decode_jpegs([sample.image_path for sample, _ in chunk], device=device)

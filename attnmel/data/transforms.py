@@ -37,7 +37,9 @@ __all__ = [
     "Preprocess",
     "preprocess_transform",
     "train_transform",
+    "train_geometry",
     "eval_transform",
+    "eval_geometry",
     "split_preprocess",
 ]
 
@@ -161,8 +163,13 @@ def eval_transform(
     std: Sequence[float] = ISIC2017_STD,
 ) -> v2.Compose:
     """Evaluation pipeline: preprocess, centre crop ``size``, float, normalise (arguments as :func:`train_transform`)."""
+    return v2.Compose([*eval_geometry(size, resize), *_finish(mean, std)])
+
+
+def eval_geometry(size: int = 224, resize: int | None = 256) -> list[v2.Transform]:
+    """The geometric part of the evaluation pipeline (uint8 in, uint8 out): preprocess, centre crop ``size``."""
     resize = _check_sizes(size, resize)
-    return v2.Compose([Preprocess(resize), v2.CenterCrop(size), *_finish(mean, std)])
+    return [Preprocess(resize), v2.CenterCrop(size)]
 
 
 def split_preprocess(transform: Any) -> tuple[Preprocess | None, Any]:
