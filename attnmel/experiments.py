@@ -19,6 +19,7 @@ from typing import Any
 from attnmel.config import TrainConfig
 
 __all__ = [
+    "report_splits",
     "test_split",
     "profile_config",
     "MANY_RUNS_PRESET",
@@ -67,10 +68,15 @@ def profile_config(
     return TrainConfig.from_preset(preset, **changes)
 
 
+def report_splits(config: TrainConfig) -> list[str]:
+    """The evaluation splits in reporting order: the test splits first (as configured), validation last."""
+    _, val, evals = config.splits
+    return [s for s in evals if s != val] + [val]
+
+
 def test_split(config: TrainConfig) -> str:
     """The split a chapter reports as "test": the first evaluation split that is not the validation split."""
-    _, val, evals = config.splits
-    return next((s for s in evals if s != val), val)
+    return report_splits(config)[0]
 
 
 @dataclass(frozen=True)
@@ -180,8 +186,7 @@ def load_run(run_dir: str | Path) -> Run:
     config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
     history = json.loads((run_dir / "history.json").read_text())
     found = {p.stem: json.loads(p.read_text()) for p in sorted((run_dir / "metrics").glob("*.json"))}
-    order = [s for s in config.splits[2] if s != config.splits[1]] + [config.splits[1]]  # test splits first
-    metrics = {s: found.pop(s) for s in order if s in found} | found
+    metrics = {s: found.pop(s) for s in report_splits(config) if s in found} | found
     return Run(run_dir, config, history, metrics)
 
 

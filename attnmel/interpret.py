@@ -27,7 +27,7 @@ from attnmel.attention_eval import (
 )
 from attnmel.checkpoint import build_model_from_checkpoint
 from attnmel.evaluate import collect_maps, split_loader
-from attnmel.experiments import Run
+from attnmel.experiments import Run, report_splits
 
 __all__ = [
     "figure3",
@@ -156,8 +156,7 @@ def mask_split(config: Any) -> str:
     from attnmel.trainer import load_split
 
     root = config.resolved_data_root()
-    _, val, evals = config.splits
-    for split in [s for s in evals if s != val] + [val]:
+    for split in report_splits(config):
         try:
             samples = load_split(config, root, split)
         except Exception:  # an optional evaluation split that this dataset does not have

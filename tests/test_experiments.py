@@ -77,3 +77,14 @@ def test_chapter_timings_are_recorded_per_chapter(tmp_path):
     timings = book.read_timings(tmp_path / "r")
     assert [(t["chapter"], t["ok"]) for t in timings] == [("01_tiny", True), ("02_broken", False)]
     assert all(t["seconds"] > 0 for t in timings)
+
+
+def test_report_splits_put_the_test_splits_first_and_validation_last():
+    synthetic = TrainConfig.from_preset("smoke")
+    assert experiments.report_splits(synthetic) == ["Test_v2", "Test_shift", "Validation"]
+    assert experiments.test_split(synthetic) == "Test_v2"
+    only_val = synthetic.replace(eval_splits="Validation")
+    assert (
+        experiments.report_splits(only_val) == ["Validation"]
+        and experiments.test_split(only_val) == "Validation"
+    )
