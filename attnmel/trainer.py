@@ -393,23 +393,17 @@ def predict_loader(
     device: torch.device,
     precision: str = "fp32",
     channels_last: bool = False,
-    keep_attention: bool = False,
     progress: Any = None,
 ) -> dict[str, Any]:
     """Melanoma probabilities for every item of ``loader`` (model in eval mode).
 
-    Returns ``{"image_id": [str], "label": (N,) int64, "prob": (N,) float64, "logits": (N, 2) float32}``
-    plus ``"attn3"``, ``"attn4"`` (lists of (1, h, w) CPU tensors, or None) and ``"mask"``/``"has_mask"``
-    when ``keep_attention``.
+    Returns ``{"image_id": [str], "label": (N,) int64, "prob": (N,) float64, "logits": (N, 2) float32}``.
+    Attention maps, masks and Grad-CAM over a split come from :func:`attnmel.evaluate.collect_maps`.
     """
     was_training = model.training
     model.eval()
     ids: list[str] = []
     labels, probs, logits = [], [], []
-    attn3: list[torch.Tensor] = []
-    attn4: list[torch.Tensor] = []
-    masks: list[torch.Tensor] = []
-    has_mask: list[bool] = []
     for batch in loader:
         batch = move_batch(batch, device, channels_last)
         with autocast(device, precision):
@@ -419,25 +413,15 @@ def predict_loader(
         probs.append(torch.softmax(z, dim=1)[:, 1].double().cpu())  # (N,)
         labels.append(batch["label"].cpu())
         ids.extend(str(i) for i in batch["image_id"])
-        if keep_attention:
-            for name, store in (("attn3", attn3), ("attn4", attn4)):
-                a = getattr(out, name)
-                if a is not None:
-                    store.extend(a.float().cpu().unbind(0))
-            masks.extend(batch["mask"].cpu().unbind(0))
-            has_mask.extend(bool(h) for h in batch["has_mask"])
         if progress is not None:
             progress.update(1)
     model.train(was_training)
-    result: dict[str, Any] = {
+    return {
         "image_id": ids,
         "label": torch.cat(labels).numpy().astype(np.int64) if labels else np.zeros(0, np.int64),
         "prob": torch.cat(probs).numpy() if probs else np.zeros(0),
         "logits": torch.cat(logits) if logits else torch.zeros(0, 2),
     }
-    if keep_attention:
-        result.update(attn3=attn3 or None, attn4=attn4 or None, mask=masks, has_mask=has_mask)
-    return result
 
 
 def _focal(config: TrainConfig, pred: dict[str, Any]) -> float:
@@ -536,9 +520,8 @@ def fit(config: TrainConfig, log: Callable[[str], None] | None = None) -> RunRes
 def _fit(
     config: TrainConfig, device: torch.device, info: Any, log: Callable[[str], None], t0: float
 ) -> RunResult:
-    with (
-        warnings.catch_warnings()
-    ):  # tqdm.auto warns in notebooks without ipywidgets, then falls back to text
+    # tqdm.auto warns in notebooks without ipywidgets, then falls back to text
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from tqdm.auto import tqdm
 
