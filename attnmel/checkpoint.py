@@ -32,6 +32,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "build_model_from_checkpoint",
+    "load_model_weights",
     "rng_state",
     "set_rng_state",
 ]
@@ -167,8 +168,46 @@ def build_model_from_checkpoint(
     ckpt = (
         checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint, map_location=map_location)
     )
+    source = checkpoint if not isinstance(checkpoint, dict) else "checkpoint"
     kwargs = dict(ckpt["arch_kwargs"])
     kwargs.pop("weights", None)  # the saved state replaces any initialisation
-    model = build_model(ckpt["arch"], **kwargs)
-    model.load_state_dict(ckpt["model"])
+    try:
+        model = build_model(ckpt["arch"], **kwargs)
+    except (TypeError, ValueError, KeyError) as err:
+        raise CheckpointError(
+            f"{source}: cannot rebuild architecture {ckpt['arch']!r} with {kwargs} ({err})"
+        ) from None
+    load_model_weights(model, ckpt["model"], source=source, arch=ckpt["arch"])
     return model.eval(), ckpt
+
+
+def load_model_weights(
+    model: nn.Module, state: dict[str, torch.Tensor], *, source: Any = "checkpoint", arch: str | None = None
+) -> None:
+    """``load_state_dict`` (strict) with one line naming the keys and shapes that do not fit, not a traceback."""
+    target = unwrap_model(model)
+    expected = target.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k}: saved {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or shapes:
+        name = arch or getattr(target, "arch", None) or type(target).__name__
+        parts = []
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatch(es): {_first(shapes)}")
+        if missing:
+            parts.append(f"{len(missing)} missing key(s): {_first(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s): {_first(unexpected)}")
+        raise CheckpointError(
+            f"{source}: the saved weights do not fit architecture {name!r}: " + "; ".join(parts)
+        )
+    target.load_state_dict(state)
+
+
+def _first(items: list[str], n: int = 3) -> str:
+    return ", ".join(items[:n]) + (f", ... ({len(items) - n} more)" if len(items) > n else "")

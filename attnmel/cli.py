@@ -10,12 +10,11 @@ Several processes: ``torchrun --nproc_per_node=N -m attnmel train ...`` (DDP).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from attnmel.config import PRESETS, TrainConfig, field_types, fields
+from attnmel.config import MISSING, PRESETS, TrainConfig, field_types, fields, read_config_json
 
 __all__ = ["main", "build_parser", "config_from_args"]
 
@@ -154,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (0 = no CIs)")
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--no-plots", action="store_true", help="skip the figures")
+    p.add_argument(
+        "--missing",
+        choices=MISSING,
+        default="error",
+        help="listed images absent from the folder: stop with an error, or skip them with a warning",
+    )
 
     p = sub.add_parser(
         "predict",
@@ -188,14 +193,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.preset:
         values.update(PRESETS[args.preset])
     if args.config:
-        with open(args.config, encoding="utf-8") as handle:
-            try:
-                data = json.load(handle)
-            except json.JSONDecodeError as err:
-                raise _UsageError(f"--config {args.config}: not valid JSON ({err})") from err
-        if not isinstance(data, dict):
-            raise _UsageError(f"--config {args.config}: expected a JSON object of config fields")
-        values.update(data)
+        try:
+            values.update(read_config_json(args.config))
+        except ValueError as err:
+            raise _UsageError(f"--config {err}") from None
     names = {f.name for f in fields()}
     for key, value in vars(args).items():
         if key.startswith("field_"):
@@ -276,10 +277,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         n_boot=args.n_boot,
         threshold=args.threshold,
         plots=not args.no_plots,
+        missing=args.missing,
     )
     print(f"{args.split}: n={metrics['n']}, AUC {_fmt(metrics.get('auc'))}, AP {_fmt(metrics.get('ap'))}")
     for name, report in (metrics.get("attention") or {}).items():
         print(f"  {name}: Jaccard {report['jaccard_mean']:.4f}, pointing game {report['pointing_rate']:.3f}")
+    print(f"wrote metrics, predictions{'' if args.no_plots else ' and figures'} to {metrics['out_dir']}")
     return 0
 
 
@@ -319,9 +322,17 @@ COMMANDS = {
 def _expected_errors() -> tuple[type[BaseException], ...]:
     from attnmel.checkpoint import CheckpointError
     from attnmel.data import DataError
+    from attnmel.runlock import RunFolderLocked
     from attnmel.trainer import TrainingDiverged
 
-    errors: list[type[BaseException]] = [DataError, CheckpointError, TrainingDiverged, ValueError, OSError]
+    errors: list[type[BaseException]] = [
+        DataError,
+        CheckpointError,
+        TrainingDiverged,
+        RunFolderLocked,
+        ValueError,
+        OSError,  # DiskFullError included
+    ]
     try:
         from attnmel.models import WeightsError
 
@@ -343,6 +354,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
         return 130
     except _expected_errors() as err:
+        from attnmel.data import unwrap_worker_error
+
+        err = unwrap_worker_error(err)
         message = " ".join(str(err).split()) or type(err).__name__
         print(f"{PROG} {args.command}: error: {message}", file=sys.stderr)
         return 1

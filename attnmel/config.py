@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import os
 import types
 import typing
@@ -28,6 +29,7 @@ NORMALIZE = ("sigmoid", "softmax")
 ROIS = (None, "lesion", "dermo", "background")
 SAMPLERS = ("oversample", "weighted", "none")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+MISSING = ("error", "skip")
 
 # (train, validation, evaluation splits) per dataset; synthetic sets use the ISIC 2017 layout plus Test_shift.
 DATASET_SPLITS: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -60,7 +62,8 @@ class TrainConfig:
     )
     max_train_samples: int | None = None  # keep only the first N training samples (tiny runs); None = all
     max_eval_samples: int | None = None  # keep only the first N samples of each validation/evaluation split
-    cache_dir: str | None = None  # preprocessing cache folder; None = <runs_root>/cache
+    missing: str = "error"  # listed images absent from the folder: "error" | "skip" (skipped, with a warning)
+    cache_dir: str | None = None  # preprocessing cache folder; None = <run_dir>/cache or <runs_root>/cache
     cache: bool = True  # use the preprocessing cache (crop + resize to `resize` done once per image)
     # --- model ---
     model: str = "attnmel_cnn"  # "attnmel_cnn" | "mel_cnn" | "vgg16_gap" | "vgg16"
@@ -139,7 +142,10 @@ class TrainConfig:
     def resolved_cache_dir(self) -> Path | None:
         if not self.cache:
             return None
-        return Path(self.cache_dir) if self.cache_dir is not None else Path(self.runs_root) / "cache"
+        if self.cache_dir is not None:
+            return Path(self.cache_dir)
+        # an explicit run folder keeps its cache inside it, not in ./runs under the working directory
+        return Path(self.run_dir) / "cache" if self.run_dir is not None else Path(self.runs_root) / "cache"
 
     # --- construction ---
     def replace(self, **changes: Any) -> TrainConfig:
@@ -163,10 +169,7 @@ class TrainConfig:
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> TrainConfig:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err})") from err
+        data = read_config_json(path)
         try:
             return cls.from_dict(data)
         except ValueError as err:
@@ -178,6 +181,24 @@ class TrainConfig:
             raise ValueError(f"unknown preset {name!r}; presets are {sorted(PRESETS)}")
         _check_keys(overrides)
         return cls(**{**PRESETS[name], **overrides})
+
+
+def read_config_json(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON object of config fields in ``path``; a ValueError naming the file for anything else."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a UTF-8 JSON text file (binary content?)") from None
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read the config file ({err.strerror or err})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object of config fields, got {type(data).__name__}")
+    return data
 
 
 def fields() -> tuple[dataclasses.Field, ...]:
@@ -223,6 +244,8 @@ def _validate(cfg: TrainConfig) -> None:
         if not ok:
             names = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
             raise ValueError(f"TrainConfig.{f.name} must be {names}, got {value!r} ({type(value).__name__})")
+        if isinstance(value, float) and not math.isfinite(value):  # nan / inf would poison training silently
+            raise ValueError(f"TrainConfig.{f.name} = {value!r} must be a finite number")
 
     def choice(name: str, options: tuple) -> None:
         value = getattr(cfg, name)
@@ -243,6 +266,7 @@ def _validate(cfg: TrainConfig) -> None:
     choice("roi", ROIS)
     choice("sampler", SAMPLERS)
     choice("precision", PRECISIONS)
+    choice("missing", MISSING)
     for name in ("synthetic_n", "epochs", "batch_size", "lr_step", "synthetic_size", "image_size", "resize"):
         at_least(name, 1)
     for name in ("max_train_samples", "max_eval_samples", "passes_per_epoch"):

@@ -29,6 +29,7 @@ from attnmel.checkpoint import build_model_from_checkpoint, load_checkpoint
 from attnmel.config import TrainConfig
 from attnmel.device import autocast, move_batch, resolve_precision, select_device
 from attnmel.io import atomic_write_json
+from attnmel.runlock import RunLock
 
 __all__ = ["evaluate_checkpoint", "collect_maps", "split_loader", "config_from_checkpoint"]
 
@@ -138,6 +139,7 @@ def evaluate_checkpoint(
     threshold: float = 0.5,
     plots: bool = True,
     seed: int = 0,
+    missing: str = "error",
 ) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on ``split`` of ``dataset`` (default: the dataset it was trained on).
 
@@ -145,16 +147,58 @@ def evaluate_checkpoint(
         checkpoint: an attnmel checkpoint (``checkpoints/best.pt`` of a run folder).
         dataset, data_root: ``"synthetic" | "isic2017" | "isic2016"`` and its folder; None = the training run's.
         split: e.g. ``"Test_v2"`` (ISIC 2017), ``"Test"`` (ISIC 2016), ``"Test_shift"`` (synthetic).
-        out_dir: output folder; None = ``<run folder>/evaluation``.
+        out_dir: output folder; None = ``<run folder>/evaluation`` for a run's checkpoint, and
+            ``<folder>/<stem>-evaluation`` beside a loose checkpoint file. It is locked while written.
         max_samples: evaluate a seeded subset of this size (quick checks).
         n_boot: bootstrap resamples for the AP / AUC confidence intervals (0 = none).
+        missing: ``"error"`` or ``"skip"`` listed images absent from the folder.
 
     Returns:
-        The metrics dict written to ``<out_dir>/metrics/<split>.json``.
+        The metrics dict written to ``<out_dir>/metrics/<split>.json`` (``out_dir`` included).
     """
-    from attnmel.metrics import summarise, write_predictions_csv
+    from attnmel.data import DataError, unwrap_worker_error
 
     checkpoint = Path(checkpoint)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(checkpoint)
+    try:
+        with RunLock(out, "evaluate"):
+            return _evaluate(
+                checkpoint, out, dataset, data_root, split, batch_size=batch_size, device=device,
+                precision=precision, num_workers=num_workers, max_samples=max_samples, n_boot=n_boot,
+                threshold=threshold, plots=plots, seed=seed, missing=missing,
+            )  # fmt: skip
+    except DataError as err:
+        raise unwrap_worker_error(err) from None
+
+
+def default_out_dir(checkpoint: Path) -> Path:
+    """``<run>/evaluation`` for ``<run>/checkpoints/*.pt``; ``<stem>-evaluation`` beside any other file."""
+    folder = checkpoint.resolve().parent
+    if folder.name == "checkpoints" and (folder.parent / "config.json").is_file():
+        return folder.parent / "evaluation"
+    return folder / f"{checkpoint.stem}-evaluation"
+
+
+def _evaluate(
+    checkpoint: Path,
+    out: Path,
+    dataset: str | None,
+    data_root: str | os.PathLike | None,
+    split: str,
+    *,
+    batch_size: int,
+    device: str,
+    precision: str,
+    num_workers: int,
+    max_samples: int | None,
+    n_boot: int,
+    threshold: float,
+    plots: bool,
+    seed: int,
+    missing: str,
+) -> dict[str, Any]:
+    from attnmel.metrics import summarise, write_predictions_csv
+
     ckpt = load_checkpoint(checkpoint)
     dev = select_device(device)
     prec = resolve_precision(precision, dev)
@@ -165,10 +209,10 @@ def evaluate_checkpoint(
         max_eval_samples=max_samples,
         num_workers=num_workers,
         seed=seed,
+        missing=missing,
     )
     if dataset is not None and dataset != "synthetic" and data_root is None:
         raise ValueError(f"evaluating on {dataset!r} needs data_root (the dataset folder)")
-    out = Path(out_dir) if out_dir is not None else checkpoint.resolve().parent.parent / "evaluation"
     model, _ = build_model_from_checkpoint(ckpt)
     model = model.to(dev)
 
@@ -188,6 +232,7 @@ def evaluate_checkpoint(
         arch=ckpt["arch"],
         epoch=int(ckpt["epoch"]),
         image_size=config.image_size,
+        out_dir=str(out),
     )
     if result["maps"] and bool(result["has_mask"].any()):
         from attnmel.attention_eval import attention_report

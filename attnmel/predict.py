@@ -14,6 +14,8 @@ pool-5 for Mel-CNN and VGG-16.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,13 +23,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from attnmel.checkpoint import build_model_from_checkpoint, load_checkpoint
+from attnmel.data.images import load_rgb
 from attnmel.device import select_device
 from attnmel.io import atomic_write_bytes, atomic_write_text
 
 __all__ = ["PredictResult", "predict_images", "load_image_rgb"]
+
+load_image_rgb = load_rgb  # the one decoder of training and evaluation (see attnmel.data.images.to_rgb)
 
 
 @dataclass(frozen=True)
@@ -42,29 +46,6 @@ class PredictResult:
     @property
     def ok(self) -> bool:
         return self.error is None
-
-
-def load_image_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Decode any common image as uint8 RGB ``(H, W, 3)``; a DataError naming the file on any failure."""
-    from attnmel.data.images import open_image
-
-    img = open_image(path)  # full decode; truncation, non-images and decompression bombs raise DataError
-    mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(img).astype(np.float64)  # (H, W)
-        if mode.startswith("I;16") or (mode == "I" and arr.max(initial=0) > 255):
-            arr = arr / 257.0  # 16-bit -> 8-bit (65535 -> 255)
-        elif mode == "F" and arr.max(initial=0) <= 1.0:
-            arr = arr * 255.0
-        gray = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=2)
-    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"), dtype=np.uint8)
-    if mode != "RGB":
-        img = img.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
-    return np.asarray(img, dtype=np.uint8)
 
 
 def _saliency(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -167,12 +148,12 @@ def predict_images(
                 _overlay_png(crop_u8, {k: v.cpu() for k, v in maps.items()}, probability),
             )
         results.append(PredictResult(path, probability, overlay_path))
-    lines = ["path,melanoma,error"]
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")  # quotes paths and errors holding , " or newlines
+    writer.writerow(["path", "melanoma", "error"])
     for r in results:
-        prob = "" if r.probability is None else repr(r.probability)
-        err = "" if r.error is None else '"' + r.error.replace('"', "'") + '"'
-        lines.append(f'"{r.path}",{prob},{err}')
-    atomic_write_text(out / "predictions.csv", "\n".join(lines) + "\n")
+        writer.writerow([str(r.path), "" if r.probability is None else repr(r.probability), r.error or ""])
+    atomic_write_text(out / "predictions.csv", table.getvalue())
     return results
 
 

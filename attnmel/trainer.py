@@ -16,6 +16,14 @@ Run folder::
     <run_dir>/data/<split>.json            which samples each split held
     <run_dir>/tensorboard/                 when tensorboard=True
 
+One writer: ``fit`` holds the run folder's :class:`~attnmel.runlock.RunLock` from start to end, so a second
+training into the same folder is refused (naming the holder) instead of mixing its files with the first's; the
+temporaries a killed writer left behind are removed when the lock is taken.
+
+Divergence: a NaN/inf loss stops the run before its update; NaN/inf weights (a finite loss can still blow the
+weights up) are caught after every epoch, before validation and before any checkpoint is written. Both raise
+:class:`TrainingDiverged` with the epoch, the batch and what to change.
+
 Reproducibility: every epoch reseeds the torch / numpy / python generators and the DataLoader's generator from
 ``(seed, epoch, rank)``, so the data order, the augmentation and dropout of epoch ``e`` do not depend on
 whether the run was interrupted before it: on the CPU, 2 epochs straight and 1 epoch + resume + 1 epoch give
@@ -44,7 +52,14 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, SequentialSampler
 
 from attnmel import distributed
-from attnmel.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint, set_rng_state, unwrap_model
+from attnmel.checkpoint import (
+    load_checkpoint,
+    load_model_weights,
+    make_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+    unwrap_model,
+)
 from attnmel.config import DATASET_SPLITS, TrainConfig
 from attnmel.device import (
     autocast,
@@ -55,6 +70,7 @@ from attnmel.device import (
     select_device,
 )
 from attnmel.io import atomic_write_json, atomic_write_text
+from attnmel.runlock import RunLock, remove_stale_temporaries
 
 __all__ = [
     "RunResult",
@@ -121,8 +137,11 @@ RESUME_LOCKED = (
 )
 
 
+DIVERGED_HINT = "lower --lr, or set --grad-clip-norm (e.g. 5)"
+
+
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the run stopped before the bad update reached any checkpoint."""
+    """The loss or the weights became NaN or infinite; the run stopped before anything bad was checkpointed."""
 
     def __init__(self, message: str, epoch: int, batch: int) -> None:
         super().__init__(message)
@@ -227,7 +246,7 @@ def ensure_synthetic(config: TrainConfig, log: Callable[[str], None] = print) ->
 
 def load_split(config: TrainConfig, root: Path, split: str, limit: int | None = None) -> Any:
     """Read one split as a SampleList; ``limit`` keeps a seeded random subset of that size (order kept)."""
-    samples = _reader(config.dataset)(root, split)
+    samples = _reader(config.dataset)(root, split, missing=config.missing)
     if limit is not None and limit < len(samples):
         rng = random.Random(f"{config.seed}-{split}")
         keep = sorted(rng.sample(range(len(samples)), limit))
@@ -507,18 +526,33 @@ def fit(config: TrainConfig, log: Callable[[str], None] | None = None) -> RunRes
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"fit() needs a TrainConfig, got {type(config).__name__}")
+    from attnmel.data import DataError, unwrap_worker_error
+
     start_time = time.perf_counter()
     device = select_device(config.device)
     info, device = distributed.setup(device)
+    log = log or (print if info.is_main else (lambda _msg: None))
+    lock = None
     try:
-        return _fit(config, device, info, log or (print if info.is_main else (lambda _msg: None)), start_time)
+        run_dir = Path(distributed.broadcast_object(str(resolve_run_dir(config)) if info.is_main else None))
+        if info.is_main:  # only rank 0 writes
+            lock = RunLock(run_dir, "train").acquire()
+            if stale := lock.describe_stale():
+                log(stale)
+            for path, size in remove_stale_temporaries(run_dir):
+                log(f"removed {path} ({size / 1e6:.1f} MB), a temporary file left by an interrupted write")
+        return _fit(config, device, info, log, start_time, run_dir)
+    except DataError as err:
+        raise unwrap_worker_error(err) from None
     finally:
+        if lock is not None:
+            lock.release()
         if info.enabled:
             distributed.cleanup()
 
 
 def _fit(
-    config: TrainConfig, device: torch.device, info: Any, log: Callable[[str], None], t0: float
+    config: TrainConfig, device: torch.device, info: Any, log: Callable[[str], None], t0: float, run_dir: Path
 ) -> RunResult:
     # tqdm.auto warns in notebooks without ipywidgets, then falls back to text
     with warnings.catch_warnings():
@@ -533,17 +567,18 @@ def _fit(
         )
     per_rank_batch = config.batch_size // info.world_size
 
-    run_dir = Path(distributed.broadcast_object(str(resolve_run_dir(config)) if info.is_main else None))
     ckpt_dir = run_dir / "checkpoints"
     latest_path, best_path = ckpt_dir / "latest.pt", ckpt_dir / "best.pt"
     if info.is_main:
         if not config.resume and latest_path.exists():
             raise FileExistsError(
-                f"{run_dir} already holds a run ({latest_path.name}); pass resume=True to continue it, "
-                "or choose another run_name / run_dir"
+                f"{run_dir} already holds a run ({latest_path.name}); pass resume=True (--resume) to continue "
+                "it, or choose another run_name / run_dir"
             )
         if config.resume and not latest_path.exists():
-            raise FileNotFoundError(f"resume=True but {latest_path} does not exist: nothing to resume")
+            raise FileNotFoundError(
+                f"resume=True (--resume) but {latest_path} does not exist: nothing to resume"
+            )
         root = ensure_synthetic(config, log)
     distributed.barrier()
     root = config.resolved_data_root()
@@ -582,7 +617,7 @@ def _fit(
     if config.resume:
         ckpt = load_checkpoint(latest_path)
         _check_resume(ckpt, config, latest_path)
-        unwrap_model(model).load_state_dict(ckpt["model"])
+        load_model_weights(model, ckpt["model"], source=latest_path)
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         if ckpt.get("scaler") and scaler.is_enabled():
@@ -657,7 +692,8 @@ def _fit(
                 raise TrainingDiverged(
                     f"training diverged at epoch {epoch}, batch {index}/{len(loader)}: loss = {err.parts['total']} "
                     f"(focal {err.parts['focal']}, dice3 {err.parts['dice3']}, dice4 {err.parts['dice4']}); "
-                    f"the last good checkpoint is {kept}, left intact. Try a lower lr or precision='fp32'.",
+                    f"the last good checkpoint is {kept}, left intact. Try: {DIVERGED_HINT}"
+                    f"{', or precision fp32' if precision != 'fp32' else ''}.",
                     epoch,
                     index,
                 ) from None
@@ -667,6 +703,7 @@ def _fit(
             )
             batch_bar.set_postfix(loss=f"{parts['total']:.4f}")
         batch_bar.close()
+        _check_finite_weights(model, epoch, len(loader), latest_path)
         distributed.all_reduce_sum(sums)
         scheduler.step()
         images = max(sums[4].item(), 1.0)
@@ -697,6 +734,14 @@ def _fit(
                 precision=precision,
                 channels_last=config.channels_last,
             )
+            if not np.isfinite(pred["prob"]).all():  # e.g. BatchNorm statistics blown up by a huge lr
+                bad = int((~np.isfinite(pred["prob"])).sum())
+                raise TrainingDiverged(
+                    f"training diverged at epoch {epoch}: {bad} of {len(pred['prob'])} validation outputs are "
+                    f"NaN/inf; {_kept(epoch, latest_path)}. Try: {DIVERGED_HINT}.",
+                    epoch,
+                    len(loader),
+                )
             auc, ap = _auc_ap(pred["label"], pred["prob"])
             val_loss = _focal(config, pred)
             improved = (math.isfinite(auc) and auc > best_auc) or best_epoch == 0  # strictly better
@@ -751,7 +796,7 @@ def _fit(
     if info.is_main:
         best = load_checkpoint(best_path)
         eval_model = build_model_for(config.replace(weights=None)).to(device)
-        eval_model.load_state_dict(best["model"])
+        load_model_weights(eval_model, best["model"], source=best_path)
         if config.channels_last:
             eval_model = eval_model.to(memory_format=torch.channels_last)
         default_splits = config.eval_splits is None
@@ -777,6 +822,30 @@ def _fit(
     if info.is_main:
         log(f"done in {seconds:.0f} s: best epoch {best_epoch}, val AUC {best_auc:.4f}; run folder {run_dir}")
     return RunResult(run_dir, int(best_epoch), float(best_auc), history, test_metrics, seconds)
+
+
+def _kept(epoch: int, latest_path: Path) -> str:
+    if epoch > 1:
+        return f"the last good checkpoint is {latest_path} (epoch {epoch - 1}), left intact"
+    return "no checkpoint was written (first epoch)"
+
+
+def _check_finite_weights(model: nn.Module, epoch: int, batches: int, latest_path: Path) -> None:
+    """TrainingDiverged when any parameter or floating buffer is NaN/inf (one fused check, once an epoch)."""
+    tensors = [t for t in unwrap_model(model).state_dict().values() if t.is_floating_point()]
+    if not tensors:
+        return
+    finite = torch.stack([torch.isfinite(t).all() for t in tensors])
+    if bool(finite.all()):
+        return
+    names = [k for k, t in unwrap_model(model).state_dict().items() if t.is_floating_point()]
+    bad = [n for n, ok in zip(names, finite.tolist(), strict=True) if not ok]
+    raise TrainingDiverged(
+        f"training diverged in epoch {epoch} (by batch {batches}/{batches}): {len(bad)} weight tensor(s) hold "
+        f"NaN/inf, first {bad[0]}; {_kept(epoch, latest_path)}. Try: {DIVERGED_HINT}.",
+        epoch,
+        batches,
+    )
 
 
 def _evaluate_split(

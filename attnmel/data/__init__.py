@@ -11,7 +11,7 @@ from .images import image_size, load_mask, load_rgb
 from .isic import ISIC2016_SPLITS, ISIC2017_SPLITS, isic2016, isic2017, isic2017_splits
 from .ph2 import ph2
 from .preview import preview_sample, training_views
-from .samples import DataError, Sample, SampleList
+from .samples import DataError, Sample, SampleList, unwrap_worker_error
 from .sampling import class_weights, oversample, stratified_split, weighted_sampler
 from .stats import NormStats, normalisation_stats
 from .summary import artifact_table, split_summary
@@ -42,6 +42,7 @@ __all__ = [
     "train_geometry",
     "eval_geometry",
     "DataError",
+    "unwrap_worker_error",
     "Sample",
     "SampleList",
     "isic2017",

@@ -29,7 +29,7 @@ import torch
 from attnmel.io import atomic_write_bytes
 
 from .dataset import read_sample
-from .images import decode_jpegs, is_jpeg
+from .images import decode_jpegs, is_plain_jpeg
 from .samples import Sample
 from .transforms import CROP_FRACTION, Preprocess
 
@@ -108,8 +108,9 @@ class PreprocessCache:
     ) -> dict[str, Any]:
         """Create the missing entries of ``samples`` now, decoding JPEGs in batches on ``device``.
 
-        With ``device="cuda"`` the JPEGs are decoded by nvJPEG and cropped and resized on the GPU (the optional
-        GPU decoding of the training pipeline); other formats (PNG, BMP) and the masks are read on the CPU.
+        With ``device="cuda"`` the 8-bit colour / grey JPEGs are decoded by nvJPEG and cropped and resized on
+        the GPU (the optional GPU decoding of the training pipeline); other files (PNG, BMP, TIFF, CMYK JPEG)
+        and the masks are read on the CPU by :func:`~attnmel.data.images.load_rgb`, as :meth:`load` does.
         Entries are the same as :meth:`load` would write, up to the decoders' rounding (IDCT and resampling
         differ by a few grey levels between libjpeg-turbo, nvJPEG and PIL). Returns counts: ``present``
         (already cached), ``decoded`` (JPEGs decoded on ``device``), ``other`` (read on the CPU) and
@@ -130,8 +131,8 @@ class PreprocessCache:
             else:
                 todo.append((sample, key))
         jpegs, others = [], []
-        for item in todo:  # one header read per file
-            (jpegs if is_jpeg(item[0].image_path) else others).append(item)
+        for item in todo:  # by header: CMYK / YCCK JPEGs take the CPU way, for load_rgb's colour rules
+            (jpegs if is_plain_jpeg(item[0].image_path) else others).append(item)
         for first in range(0, len(jpegs), batch_size):
             chunk = jpegs[first : first + batch_size]
             images = decode_jpegs([sample.image_path for sample, _ in chunk], device=device)

@@ -39,7 +39,8 @@ ROI_KINDS = (None, "lesion", "dermo", "background")
 def read_sample(
     sample: Sample, *, dermo: bool = False, image: torch.Tensor | None = None
 ) -> dict[str, torch.Tensor]:
-    """Decode a sample's files (validated) at full resolution.
+    """Decode a sample's files (validated) at full resolution; the image by :func:`~.images.load_rgb`, the
+    decoder ``attnmel predict`` uses too, so a file gives the same pixels in training, evaluation and prediction.
 
     Returns ``{"image": uint8 (3, H, W) tv_tensors.Image}`` plus ``"mask"`` (uint8 (1, H, W) Mask in {0, 1})
     when the sample has a lesion mask, and ``"dermo"`` (same format) when ``dermo`` is True. A mask whose size

@@ -16,6 +16,9 @@ Layouts (file names exactly as distributed by the challenges)::
     ISBI2016_ISIC_Part3_<Split>_GroundTruth.csv  no header; ISIC_0000000,benign|malignant  or  ,0.0|1.0
     ISBI2016_ISIC_Part3_<Split>_Data/<id>.jpg
     ISBI2016_ISIC_Part1_<Split>_GroundTruth/<id>_Segmentation.png
+
+Images, masks and superpixel maps may have any suffix of :data:`IMAGE_SUFFIXES` (.jpg .jpeg .png .bmp .tif
+.tiff); a listed image found only under another suffix is reported as such, not as "not found".
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ __all__ = ["isic2017", "isic2016", "ISIC2017_SPLITS", "ISIC2016_SPLITS", "isic20
 
 ISIC2017_SPLITS = ("Training", "Validation", "Test_v2")
 ISIC2016_SPLITS = ("Training", "Validation", "Test")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")  # any case; all read by load_rgb
 Missing = Literal["error", "skip"]
 _SHOW = 5  # ids listed in an error message
 
@@ -117,7 +120,7 @@ def check_duplicates(rows: Sequence[Row], path: Path) -> None:
 
 
 def list_images(folder: Path, exclude: Callable[[str], bool] = lambda name: False) -> dict[str, Path]:
-    """``{image id: path}`` for the images in ``folder`` (jpg/jpeg/png, any case), one file per id."""
+    """``{image id: path}`` for the images in ``folder`` (:data:`IMAGE_SUFFIXES`, any case), one file per id."""
     images: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
@@ -130,6 +133,34 @@ def list_images(folder: Path, exclude: Callable[[str], bool] = lambda name: Fals
             )
         images[path.stem] = path
     return images
+
+
+def find_image(folder: Path, stem: str, preferred: str = ".png") -> Path | None:
+    """``<folder>/<stem><suffix>`` for the first suffix that exists, ``preferred`` first, then the others of
+    :data:`IMAGE_SUFFIXES` (each in lower or upper case); None when there is none."""
+    for suffix in dict.fromkeys((preferred, *IMAGE_SUFFIXES)):
+        for variant in dict.fromkeys((suffix, suffix.upper())):
+            path = folder / f"{stem}{variant}"
+            if path.is_file():
+                return path
+    return None
+
+
+def unread_files(folder: Path, ids: Iterable[str]) -> dict[str, list[str]]:
+    """For ids without an image: ``{id: names}`` of the files under ``folder`` with that stem but a suffix
+    that is not read (e.g. ``.webp``), so the error can say so instead of "not found"."""
+    wanted = set(ids)
+    found: dict[str, list[str]] = {}
+    if wanted and folder.is_dir():
+        for path in sorted(folder.rglob("*")):
+            if path.stem in wanted and path.suffix.lower() not in IMAGE_SUFFIXES and path.is_file():
+                found.setdefault(path.stem, []).append(path.name)
+    return found
+
+
+def unread_hint(names: Iterable[str]) -> str:
+    names = list(names)
+    return f"; found {show(names)} but only {'/'.join(IMAGE_SUFFIXES)} files are read" if names else ""
 
 
 def show(ids: Iterable[str]) -> str:
@@ -162,18 +193,23 @@ def assemble(
     if unlabelled:
         message = f"{image_folder}: {len(unlabelled)} image(s) have no row in {table}: {show(unlabelled)}"
         if missing == "error":
-            raise DataError(message + " (pass missing='skip' to ignore them)")
+            raise DataError(
+                message + " (pass missing='skip', or --missing skip on the command line, to ignore them)"
+            )
         warnings.warn(message + "; ignored", stacklevel=3)
     absent = [r.image_id for r in rows if r.image_id not in images]
+    unread = unread_files(image_folder, absent)
     if absent and missing == "error":
+        hint = unread_hint(name for names in unread.values() for name in names)
         raise DataError(
-            f"{table}: {len(absent)} listed image(s) not found in {image_folder}: {show(absent)} "
-            "(pass missing='skip' to skip them)"
+            f"{table}: {len(absent)} listed image(s) not found in {image_folder}: {show(absent)}{hint} "
+            "(pass missing='skip', or --missing skip on the command line, to skip them)"
         )
     samples, skipped = [], []
     for row in rows:
         if row.image_id not in images:
-            skipped.append((row.image_id, f"image not found in {image_folder}"))
+            hint = unread_hint(unread.get(row.image_id, []))
+            skipped.append((row.image_id, f"image not found in {image_folder}{hint}"))
             continue
         files = files_for(row.image_id)
         sample = Sample(
@@ -194,7 +230,10 @@ def assemble(
 
 
 def verify_sample(sample: Sample) -> None:
-    """Header-level check: the image and every mask open, and masks match the image size."""
+    """Header-level check: the image and every mask open, and masks match the image size.
+
+    A header that claims too many pixels (a possible decompression bomb) is a DataError naming the file.
+    """
     size = image_size(sample.image_path)
     for path in (sample.lesion_mask_path, sample.superpixels_path):
         if path is not None and image_size(path) != size:
@@ -322,14 +361,14 @@ def isic2017(
     ):
         for row in rows:
             row.meta.update({k: v for k, v in extras.get(row.image_id, {}).items() if k not in row.meta})
-    images = list_images(image_folder, exclude=lambda name: name.endswith("_superpixels.png"))
+    images = list_images(image_folder, exclude=lambda name: Path(name).stem.endswith("_superpixels"))
     mask_folder = root / f"ISIC-2017_{split}_Part1_GroundTruth"
     feature_folder = root / f"ISIC-2017_{split}_Part2_GroundTruth"
 
     def files_for(image_id: str) -> dict[str, Path | None]:
         return {
-            "lesion_mask_path": existing(mask_folder / f"{image_id}_segmentation.png"),
-            "superpixels_path": existing(image_folder / f"{image_id}_superpixels.png"),
+            "lesion_mask_path": find_image(mask_folder, f"{image_id}_segmentation"),
+            "superpixels_path": find_image(image_folder, f"{image_id}_superpixels"),
             "features_path": existing(feature_folder / f"{image_id}_features.json"),
         }
 
@@ -441,7 +480,7 @@ def isic2016(
     mask_folder = root / f"ISBI2016_ISIC_Part1_{official}_GroundTruth"
 
     def files_for(image_id: str) -> dict[str, Path | None]:
-        return {"lesion_mask_path": existing(mask_folder / f"{image_id}_Segmentation.png")}
+        return {"lesion_mask_path": find_image(mask_folder, f"{image_id}_Segmentation")}
 
     return assemble(
         rows,

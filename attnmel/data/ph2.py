@@ -10,7 +10,7 @@ Layout::
 || Asymmetry | ...`` and rows ``|| IMD003 ||  || 0 || 0 | T | A | ... ||``, followed by legend lines that are not
 samples. Cells are split on ``||``; the columns are found by their header names, and a sample row is one whose
 Name cell is ``IMD`` followed by digits. Clinical Diagnosis 0 = common nevus, 1 = atypical nevus, 2 = melanoma;
-label 1 = melanoma.
+label 1 = melanoma. Images and masks may also be PNG, JPEG or TIFF (the suffixes of ``isic.IMAGE_SUFFIXES``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,16 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .isic import Missing, Row, assemble, check_duplicates, check_missing_arg, check_root, describe_folder
+from .isic import (
+    Missing,
+    Row,
+    assemble,
+    check_duplicates,
+    check_missing_arg,
+    check_root,
+    describe_folder,
+    find_image,
+)
 from .samples import DataError, SampleList
 
 __all__ = ["ph2", "PH2_TABLE", "PH2_IMAGES"]
@@ -108,13 +117,13 @@ def ph2(root: str | os.PathLike, *, missing: Missing = "error", verify: bool = F
     images: dict[str, Path] = {}
     for folder in sorted(image_root.iterdir()):
         if folder.is_dir() and _NAME.match(folder.name):
-            image = folder / f"{folder.name}_Dermoscopic_Image" / f"{folder.name}.bmp"
-            if image.is_file():
+            image = find_image(folder / f"{folder.name}_Dermoscopic_Image", folder.name, ".bmp")
+            if image is not None:
                 images[folder.name] = image
 
     def files_for(image_id: str) -> dict[str, Path | None]:
-        mask = image_root / image_id / f"{image_id}_lesion" / f"{image_id}_lesion.bmp"
-        return {"lesion_mask_path": mask if mask.is_file() else None}
+        mask_folder = image_root / image_id / f"{image_id}_lesion"
+        return {"lesion_mask_path": find_image(mask_folder, f"{image_id}_lesion", ".bmp")}
 
     return assemble(
         rows,

@@ -10,6 +10,7 @@ seeded validation split assigned where.
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -18,11 +19,31 @@ from typing import Any, overload
 
 from attnmel.io import atomic_write_json
 
-__all__ = ["DataError", "Sample", "SampleList"]
+__all__ = ["DataError", "Sample", "SampleList", "unwrap_worker_error"]
 
 
 class DataError(ValueError):
     """Input data is missing or malformed; the message names the file and what is wrong with it."""
+
+
+# the last line of the worker's traceback: "attnmel.data.samples.DataError: <the original message>"
+_WORKER_ORIGINAL = re.compile(r"^(?:[\w.]+\.)?DataError: ", re.MULTILINE)
+
+
+def unwrap_worker_error(err: BaseException) -> BaseException:
+    """The DataError a DataLoader worker raised, without the worker's traceback around its message.
+
+    A worker's exception reaches the main process as ``DataError("Caught DataError in DataLoader worker
+    process 0. Original Traceback ...: <message>")`` (2 KB, the useful part last). Any other error is returned
+    as it is.
+    """
+    text = str(err)
+    if not isinstance(err, DataError) or "DataLoader worker process" not in text:
+        return err
+    starts = list(_WORKER_ORIGINAL.finditer(text))
+    if not starts:
+        return err
+    return DataError(text[starts[-1].end() :].strip())
 
 
 @dataclass(frozen=True)
