@@ -19,10 +19,18 @@ help:
 	@echo "make book   [PROFILE=smoke|isic2017-cpu|paper] [DATA=path] [DEVICE=auto|cpu|cuda]  build the HTML book"
 	@echo "make test   lint + unit tests + every chapter under the smoke profile + a browser check of the book"
 	@echo "make lint   ruff"
-	@echo "make lab    JupyterLab on notebooks/"
+	@echo "make lab    JupyterLab on notebooks/ (rooted at the repository, so pairs stay in sync)"
 	@echo "make bench  speed benchmarks (benchmarks/), not part of make test"
 
-setup: $(STAMP)
+# JupyterLab reads settings overrides from <sys.prefix>/share/jupyter/lab/settings/overrides.d/: the project's
+# (jupyter/lab-overrides.json) opens .py chapters as notebooks (the "Jupytext Notebook" viewer) by default.
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.d/attnmel.json
+
+setup: $(STAMP) $(LAB_SETTINGS)
+
+$(LAB_SETTINGS): jupyter/lab-overrides.json | $(STAMP)
+	@mkdir -p $(@D)
+	cp $< $@
 
 $(STAMP): pyproject.toml
 	@echo "==> [setup] creating $(VENV) with $(PYTHON)"
@@ -59,8 +67,11 @@ test: $(STAMP) lint browser
 	@echo "==> [test] pytest (unit tests, every chapter with the smoke profile, browser rendering)"
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+# Rooted at the repository, so jupytext finds jupytext.toml and a save writes both files of a pair; the file
+# browser opens on notebooks/. --allow-root only where Jupyter runs as root (containers).
+lab: $(STAMP) $(LAB_SETTINGS)
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. --ContentsManager.preferred_dir=notebooks \
+	  $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

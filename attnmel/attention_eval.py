@@ -1,5 +1,6 @@
-"""Attention evaluation with one protocol for every map: Jaccard (Table 3), pointing game, Grad-CAM,
-deletion curves, attention share on a region, and overlays.
+"""Scores of saliency maps with one protocol for every map: Jaccard (Table 3), pointing game, deletion curves,
+attention share on a region, and overlays. The maps themselves (attention, CAM, Grad-CAM) are made in
+:mod:`attnmel.saliency`; ``grad_cam`` is re-exported here for older imports.
 
 The paper (Sect. 3.3, Table 3) re-normalises each attention map to [0, 1], binarises it at 0.5 and computes
 the Jaccard index against the ground-truth lesion segmentation, per image, averaged over the test set; CAM
@@ -29,7 +30,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from attnmel.saliency import binarise, minmax_normalise, upsample_map
+from attnmel.saliency import _logits, binarise, minmax_normalise, upsample_map
+from attnmel.saliency import grad_cam as grad_cam  # moved to saliency; re-exported for older imports
 
 __all__ = [
     "upsample",
@@ -171,7 +173,7 @@ def pointing_game(maps: Any, mask: Any, tolerance: float = 0.0) -> Tensor:
 def attention_report(maps: Mapping[str, Any], mask: Any, has_mask: Any = None) -> dict[str, dict[str, float]]:
     """Jaccard (mean, std) and pointing-game hit rate for several maps of the same images, JSON-ready.
 
-    ``maps`` maps a name (``"pool3"``, ``"pool4"``, ``"cam"``, ``"grad_cam"``...) to ``(N, 1, h, w)``.
+    ``maps`` maps a name (``"pool3"``, ``"pool4"``, ``"cam"``, ``"gradcam"``...) to ``(N, 1, h, w)``.
     Only images with ``has_mask`` count; ``n`` is their number.
     """
     m = _masks(mask)
@@ -191,17 +193,7 @@ def attention_report(maps: Mapping[str, Any], mask: Any, has_mask: Any = None) -
 
 
 # --------------------------------------------------------------------------------------------------------
-# Grad-CAM
-
-
-def _logits(output: Any) -> Tensor:
-    """The logits of a model output: ``AttnMelOutput`` (``.logits``) or a plain ``(N, classes)`` tensor."""
-    if isinstance(output, Tensor):
-        return output
-    logits = getattr(output, "logits", None)
-    if isinstance(logits, Tensor):
-        return logits
-    raise TypeError(f"model output must be a tensor or have a .logits tensor, got {type(output).__name__}")
+# Deletion curve
 
 
 def _class_prob(logits: Tensor, class_index: int) -> Tensor:
@@ -211,66 +203,6 @@ def _class_prob(logits: Tensor, class_index: int) -> Tensor:
     if logits.shape[1] == 1:
         return torch.sigmoid(logits[:, 0])
     return torch.softmax(logits.float(), dim=1)[:, class_index]
-
-
-def grad_cam(
-    model: nn.Module,
-    images: Tensor,
-    target_layer: nn.Module,
-    class_index: int = 1,
-    select: str | int | None = None,
-) -> Tensor:
-    """Grad-CAM (Selvaraju et al., ICCV 2017) of class ``class_index`` at ``target_layer`` -> ``(N, 1, h, w)``.
-
-    ``L = relu(sum_k alpha_k A_k)`` with ``A = target_layer(...)`` of shape ``(N, K, h, w)`` and
-    ``alpha_k`` the spatial mean of ``d logit_c / d A_k``. A forward hook keeps ``A``; the gradient is taken
-    with ``torch.autograd.grad`` with respect to ``A`` only, so no ``.grad`` is left on any parameter, and
-    frozen models work (the input is made to require grad). The model runs in eval mode (BatchNorm with
-    running statistics, so images do not interact) and its previous mode is restored; hooks are removed
-    even on error. Pick a layer whose output is not changed in place afterwards (the ReLU itself, not a conv
-    followed by an in-place ReLU). For a network ending in conv -> ReLU -> global average pooling -> linear, Grad-CAM at the
-    ReLU equals ``relu(CAM) / (h w)``.
-
-    Args:
-        model: returns ``AttnMelOutput`` (``.logits``) or a logits tensor ``(N, classes)``.
-        images: ``(N, C, H, W)`` model inputs.
-        target_layer: a module of ``model`` whose output (or its ``select`` field) is ``(N, K, h, w)``.
-        class_index: the class to explain (1 = melanoma).
-        select: field name or index when ``target_layer`` returns a tuple, e.g. ``"pool5"`` for the
-            ``VGGFeatures`` of ``model.features`` in the VGG models.
-    """
-    saved: list[Tensor] = []
-
-    def keep(_module: nn.Module, _inputs: Any, output: Any) -> None:
-        if select is not None:
-            output = getattr(output, select) if isinstance(select, str) else output[select]
-        if not isinstance(output, Tensor) or output.ndim != 4:
-            raise TypeError(
-                f"grad_cam: target_layer must output an (N, K, h, w) tensor, got {type(output).__name__}"
-            )
-        saved.append(output)
-
-    was_training = model.training
-    handle = target_layer.register_forward_hook(keep)
-    try:
-        model.eval()
-        with torch.enable_grad():
-            x = images.detach().requires_grad_(True)  # (N, 3, H, W): puts every activation in the graph
-            logits = _logits(model(x))  # (N, classes)
-            if not saved:
-                raise RuntimeError("grad_cam: target_layer was not called during the forward pass")
-            activation = saved[-1]  # (N, K, h, w)
-            score = logits[:, class_index].sum()  # images are independent in eval mode
-            (grad,) = torch.autograd.grad(score, activation)  # (N, K, h, w)
-        alpha = grad.mean(dim=(2, 3), keepdim=True)  # (N, K, 1, 1)
-        return torch.relu((alpha * activation.detach()).sum(dim=1, keepdim=True))  # (N, 1, h, w)
-    finally:
-        handle.remove()
-        model.train(was_training)
-
-
-# --------------------------------------------------------------------------------------------------------
-# Deletion curve
 
 
 class DeletionCurve(NamedTuple):

@@ -102,7 +102,10 @@ def execute_chapter(
     source, output = Path(source), Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     notebook = jupytext.read(source)
-    notebook.metadata["kernelspec"] = {"name": KERNEL_NAME, "display_name": "Python 3", "language": "python"}
+    # The chapters carry their kernelspec (jupytext.toml keeps it in the .py header); this is only a fallback.
+    notebook.metadata.setdefault(
+        "kernelspec", {"name": KERNEL_NAME, "display_name": "Python 3", "language": "python"}
+    )
     start = time.perf_counter()
     error = None
     try:

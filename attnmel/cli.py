@@ -14,7 +14,19 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from attnmel.config import MISSING, PRESETS, TrainConfig, field_types, fields, read_config_json
+from attnmel.book import PROFILES
+from attnmel.config import (
+    MISSING,
+    PRECISIONS,
+    PRESETS,
+    TrainConfig,
+    field_choices,
+    field_help,
+    field_types,
+    fields,
+    read_config_json,
+)
+from attnmel.data.registry import list_datasets
 
 __all__ = ["main", "build_parser", "config_from_args"]
 
@@ -57,20 +69,13 @@ def parse_field_value(name: str, text: str) -> Any:
     raise _UsageError(f"--{name.replace('_', '-')}: expected {names}, got {text!r}")
 
 
-def _field_help(name: str) -> str:
-    import inspect
-
-    import attnmel.config as config_module
-
-    try:
-        source = inspect.getsource(config_module.TrainConfig)
-    except (OSError, TypeError):  # no source available (e.g. a zipped install): help without comments
-        return ""
-    for line in source.splitlines():
-        stripped = line.strip()
-        if stripped.startswith(f"{name}:") and "#" in stripped:
-            return stripped.split("#", 1)[1].strip().replace("%", "%%")
-    return ""
+def _field_help(name: str, default: object) -> str:
+    """``--help`` text of a config flag: the field's help, its allowed values and its default (one source)."""
+    text = field_help(name)
+    options = field_choices(name)
+    if options is not None:
+        text += " {" + ", ".join("none" if o is None else str(o) for o in options) + "}"
+    return f"{text} (default {default})".replace("%", "%%")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a model (TrainConfig fields as flags)",
         description=(
             "Train a model with the paper's protocol. Sources, later wins: --preset, --config, flags and --set. "
-            f"Presets: {', '.join(PRESETS)}."
+            f"Presets: {', '.join(PRESETS)}. The defaults below are TrainConfig's; "
+            "--preset NAME --print-config shows every value a preset resolves to."
         ),
     )
     p.add_argument("--preset", choices=sorted(PRESETS), help="start from a named preset")
@@ -119,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
                 dest=f"field_{f.name}",
                 action=argparse.BooleanOptionalAction,
                 default=argparse.SUPPRESS,
-                help=f"{_field_help(f.name)} (default {f.default})",
+                help=_field_help(f.name, f.default),
             )
         else:
             group.add_argument(
@@ -127,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                 dest=f"field_{f.name}",
                 metavar=f.name.upper(),
                 default=argparse.SUPPRESS,
-                help=f"{_field_help(f.name)} (default {f.default})",
+                help=_field_help(f.name, f.default),
             )
 
     p = sub.add_parser(
@@ -140,14 +146,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("checkpoint", help="checkpoint file, e.g. runs/<run>/checkpoints/best.pt")
     p.add_argument(
-        "--dataset", choices=["synthetic", "isic2017", "isic2016"], help="default: the training run's"
+        "--dataset",
+        choices=list_datasets(),
+        help="dataset to evaluate on (default: the training run's); ph2 is the external test set",
     )
-    p.add_argument("--data-root", help="dataset folder (default: the training run's)")
-    p.add_argument("--split", default="Test_v2", help="split to evaluate (default Test_v2)")
+    p.add_argument(
+        "--data-root",
+        help="dataset folder (default: the training run's, or $ATTNMEL_<DATASET>_ROOT, e.g. ATTNMEL_PH2_ROOT)",
+    )
+    p.add_argument(
+        "--split",
+        help="split to evaluate (default: the dataset's test split: Test_v2, Test for isic2016 / ph2)",
+    )
     p.add_argument("--out-dir", help="output folder (default <run folder>/evaluation)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument(
+        "--precision", default="auto", choices=PRECISIONS, help="autocast precision (default auto)"
+    )
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--max-samples", type=int, help="evaluate a seeded subset of this size")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (0 = no CIs)")
@@ -181,7 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
             "Execute every chapter with the chosen profile (papermill) and build the HTML book (Jupyter Book)."
         ),
     )
-    p.add_argument("--profile", default="smoke", choices=["smoke", "isic2017-cpu", "paper"])
+    p.add_argument(
+        "--profile",
+        default="smoke",
+        choices=PROFILES,
+        help="settings profile of the chapters (default smoke)",
+    )
     p.add_argument("--data", dest="data_root", help="dataset folder for the real-data profiles")
     p.add_argument("--device", default="auto")
     return parser
@@ -260,6 +281,10 @@ def _fmt(value: Any) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
+def _ci(interval: Any) -> str:
+    return "" if not interval else f" [95% CI {interval[0]:.4f}, {interval[1]:.4f}]"
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from attnmel.evaluate import evaluate_checkpoint
 
@@ -279,7 +304,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         plots=not args.no_plots,
         missing=args.missing,
     )
-    print(f"{args.split}: n={metrics['n']}, AUC {_fmt(metrics.get('auc'))}, AP {_fmt(metrics.get('ap'))}")
+    print(
+        f"{metrics['dataset']}/{metrics['split']}: n={metrics['n']} ({metrics['n_pos']} melanoma), "
+        f"AUC {_fmt(metrics.get('auc'))}{_ci(metrics.get('auc_ci'))}, AP {_fmt(metrics.get('ap'))}{_ci(metrics.get('ap_ci'))}"
+    )
     for name, report in (metrics.get("attention") or {}).items():
         print(f"  {name}: Jaccard {report['jaccard_mean']:.4f}, pointing game {report['pointing_rate']:.3f}")
     print(f"wrote metrics, predictions{'' if args.no_plots else ' and figures'} to {metrics['out_dir']}")

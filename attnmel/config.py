@@ -1,8 +1,8 @@
 """One frozen, validated configuration for a training run, and the named presets.
 
-Every field is a flat literal with a comment, the same shape as a papermill ``parameters`` cell and as the
-``attnmel train`` flags, so all three fill the same object. Defaults are the paper's protocol as the authors ran
-it (REFERENCE_NOTES.md): focal loss (gamma 2), Dice attention regulariser weights 0.001 / 0.01 (Eq. 5), SGD with
+Every field is a flat literal declared with :func:`option`: its default, its help text and, for names, its allowed
+values, in one place. The ``attnmel train`` flags, their ``--help`` and the chapters' ``parameters`` cells all
+read that one declaration. Defaults are the paper's protocol as the authors ran it (docs/REFERENCE.md): focal loss (gamma 2), Dice attention regulariser weights 0.001 / 0.01 (Eq. 5), SGD with
 lr 0.01, momentum 0.9, Nesterov, weight decay 1e-4, lr x0.1 every 10 epochs, 50 epochs of batch 32, positives
 listed 4 times, the best epoch chosen by validation AUC.
 """
@@ -20,25 +20,56 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TrainConfig", "PRESETS", "DATASET_SPLITS", "DATASETS", "MODELS", "ROIS"]
+from attnmel.models import registry as _registry  # names of models and backbones; imports no torch
 
-DATASETS = ("synthetic", "isic2017", "isic2016")
-MODELS = ("attnmel_cnn", "mel_cnn", "vgg16_gap", "vgg16")
-BACKBONES = ("vgg16_bn", "vgg16")
+__all__ = [
+    "TrainConfig",
+    "PRESETS",
+    "DATASET_SPLITS",
+    "DATASETS",
+    "MODELS",
+    "ROIS",
+    "fields",
+    "field_help",
+    "field_choices",
+    "field_types",
+    "option",
+]
+
+from attnmel.data.registry import get_dataset, list_datasets
+
+DATASETS = (
+    list_datasets()
+)  # the dataset table (attnmel.data.registry) is the one source; fit() needs a trainable one
+MODELS = _registry.list_models()  # the model registry (torch-free): one source of names
+BACKBONES = _registry.list_backbones()  # "vgg16_bn", "vgg16", "resnet50" (model vgg16: VGG only)
 NORMALIZE = ("sigmoid", "softmax")
 ROIS = (None, "lesion", "dermo", "background")
 SAMPLERS = ("oversample", "weighted", "none")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 MISSING = ("error", "skip")
 
-# (train, validation, evaluation splits) per dataset; synthetic sets use the ISIC 2017 layout plus Test_shift.
-DATASET_SPLITS: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "synthetic": ("Training", "Validation", ("Validation", "Test_v2", "Test_shift")),
-    "isic2017": ("Training", "Validation", ("Validation", "Test_v2")),
-    "isic2016": ("Training", "Validation", ("Validation", "Test")),
+# (train, validation, evaluation splits) per dataset, from the dataset table (None: a test-only dataset).
+DATASET_SPLITS: dict[str, tuple[str | None, str | None, tuple[str, ...]]] = {
+    name: (get_dataset(name).train_split, get_dataset(name).val_split, get_dataset(name).eval_splits)
+    for name in DATASETS
 }
-# The authors' "epoch": passes over the (oversampled) training list (REFERENCE_NOTES.md, Training).
-DEFAULT_PASSES = {"synthetic": 1, "isic2017": 2, "isic2016": 5}
+# The authors' "epoch": passes over the (oversampled) training list (docs/REFERENCE.md, Training).
+DEFAULT_PASSES = {name: get_dataset(name).default_passes for name in DATASETS}
+
+
+def data_root_variable(dataset: str) -> str:
+    """The environment variable that gives ``dataset``'s folder when ``data_root`` is None (ATTNMEL_ISIC2017_ROOT)."""
+    return f"ATTNMEL_{dataset.upper()}_ROOT"
+
+
+def option(default: Any, help: str, *, choices: tuple | None = None) -> Any:
+    """A TrainConfig field: default, help text and (for names) allowed values, the one place all three live.
+
+    The config validates against ``choices``; ``attnmel train --help`` shows ``help`` and the choices; the
+    chapters' parameter cells are checked against both (tests/test_config.py).
+    """
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
 
 
 @dataclass(frozen=True)
@@ -47,71 +78,113 @@ class TrainConfig:
     raise ValueError naming the field, the value and what is allowed."""
 
     # --- data ---
-    dataset: str = "synthetic"  # "synthetic" | "isic2017" | "isic2016"
-    data_root: str | None = (
-        None  # dataset folder; None for synthetic = <runs_root>/data/synthetic-..., made if missing
+    dataset: str = option(
+        "synthetic",
+        "dataset to train on (attnmel.data.registry); a test-only set such as ph2 is for evaluation",
+        choices=DATASETS,
     )
-    synthetic_n: int = 600  # synthetic set: number of images (all splits), used when the set is generated
-    synthetic_size: int = 256  # synthetic set: image side in pixels
-    synthetic_seed: int = 0  # synthetic set: generator seed
-    synthetic_artifact_bias: float = 0.0  # synthetic set: correlation of the spurious artifact with the label
-    train_split: str | None = None  # None = the dataset's training split ("Training")
-    val_split: str | None = None  # None = the dataset's validation split ("Validation")
-    eval_splits: str | None = (
-        None  # comma-separated splits evaluated with the best checkpoint; None = dataset default
+    data_root: str | None = option(
+        None, "dataset folder; None: $ATTNMEL_<DATASET>_ROOT, or a generated synthetic set"
     )
-    max_train_samples: int | None = None  # keep only the first N training samples (tiny runs); None = all
-    max_eval_samples: int | None = None  # keep only the first N samples of each validation/evaluation split
-    missing: str = "error"  # listed images absent from the folder: "error" | "skip" (skipped, with a warning)
-    cache_dir: str | None = None  # preprocessing cache folder; None = <run_dir>/cache or <runs_root>/cache
-    cache: bool = True  # use the preprocessing cache (crop + resize to `resize` done once per image)
+    synthetic_n: int = option(
+        600, "synthetic set: number of images (all splits), used when the set is generated"
+    )
+    synthetic_size: int = option(256, "synthetic set: image side in pixels")
+    synthetic_seed: int = option(0, "synthetic set: generator seed")
+    synthetic_artifact_bias: float = option(
+        0.0, "synthetic set: correlation of the spurious artifact with the label"
+    )
+    train_split: str | None = option(None, "None = the dataset's training split ('Training')")
+    val_split: str | None = option(None, "None = the dataset's validation split ('Validation')")
+    eval_splits: str | None = option(
+        None, "comma-separated splits evaluated with the best checkpoint; None = dataset default"
+    )
+    max_train_samples: int | None = option(
+        None, "keep a seeded random subset of N training samples; None = all"
+    )
+    max_eval_samples: int | None = option(
+        None, "keep a seeded random subset of N samples of each evaluated split"
+    )
+    missing: str = option(
+        "error",
+        "listed images absent from the folder: stop with an error, or skip them with a warning",
+        choices=MISSING,
+    )
+    cache_dir: str | None = option(
+        None, "preprocessing cache folder; None = <run_dir>/cache or <runs_root>/cache"
+    )
+    cache: bool = option(True, "use the preprocessing cache (crop + resize to `resize` done once per image)")
     # --- model ---
-    model: str = "attnmel_cnn"  # "attnmel_cnn" | "mel_cnn" | "vgg16_gap" | "vgg16"
-    backbone: str = "vgg16_bn"  # "vgg16_bn" (the authors') | "vgg16"
-    normalize: str = "sigmoid"  # attention normalisation (AttnMel-CNN only): "sigmoid" | "softmax"
-    weights: str | None = None  # None (from scratch) | "IMAGENET1K_V1" | path to a backbone state dict
-    roi: str | None = None  # Dice regulariser reference (Eq. 4-5): None | "lesion" | "dermo" | "background"
-    image_size: int = 224  # network input side (random crop in training, centre crop in evaluation)
-    resize: int = 256  # side after the centre crop of 0.8 x min(H, W), before the crop to image_size
-    # --- optimisation (the paper's protocol) ---
-    epochs: int = 50  # training epochs (each is `passes_per_epoch` passes over the training list)
-    batch_size: int = 32  # global batch size (divided across DDP processes)
-    lr: float = 0.01  # SGD learning rate
-    momentum: float = 0.9  # SGD momentum
-    nesterov: bool = True  # Nesterov momentum
-    weight_decay: float = 1e-4  # L2 weight decay
-    lr_step: int = 10  # StepLR step size in epochs (stepped at the end of each epoch)
-    lr_gamma: float = 0.1  # StepLR factor
-    grad_clip_norm: float | None = None  # clip the gradient norm to this (None = no clipping, the authors')
-    passes_per_epoch: int | None = (
-        None  # passes over the training list per epoch; None = 2 (ISIC 2017), 5 (2016), 1
+    model: str = option("attnmel_cnn", "network to train (attnmel.models registry)", choices=MODELS)
+    backbone: str = option("vgg16_bn", "feature extractor; vgg16_bn is the authors'", choices=BACKBONES)
+    normalize: str = option("sigmoid", "attention normalisation (AttnMel-CNN only)", choices=NORMALIZE)
+    weights: str | None = option(
+        None, "None (from scratch) | 'IMAGENET1K_V1' | path to a backbone state dict"
     )
-    oversample: int = 4  # with sampler="oversample": each positive listed this many times (0 or 1 = off)
-    sampler: str = "oversample"  # "oversample" (authors) | "weighted" (class-balanced sampler) | "none"
-    focal_gamma: float = 2.0  # focal loss gamma
-    focal_alpha: float | None = None  # focal loss alpha for the positive class; None = no class weighting
-    lambda3: float = 0.001  # Dice regulariser weight on the pool-3 attention map (Eq. 5, lambda_1)
-    lambda4: float = 0.01  # Dice regulariser weight on the pool-4 attention map (Eq. 5, lambda_2)
-    seed: int = 0  # seed for initialisation, data order and augmentation
-    threshold: float = 0.5  # decision threshold for sensitivity / specificity / precision
-    n_boot: int = 1000  # bootstrap resamples for the 95% confidence intervals of AP and AUC
+    roi: str | None = option(
+        None, "reference of the Dice attention regulariser (Eq. 4-5); None = no regulariser", choices=ROIS
+    )
+    image_size: int = option(224, "network input side (random crop in training, centre crop in evaluation)")
+    resize: int = option(256, "side after the centre crop of 0.8 x min(H, W), before the crop to image_size")
+    # --- optimisation (the paper's protocol) ---
+    epochs: int = option(50, "training epochs (each is `passes_per_epoch` passes over the training list)")
+    batch_size: int = option(32, "global batch size (divided across DDP processes)")
+    lr: float = option(0.01, "SGD learning rate")
+    momentum: float = option(0.9, "SGD momentum")
+    nesterov: bool = option(True, "Nesterov momentum")
+    weight_decay: float = option(1e-4, "L2 weight decay")
+    lr_step: int = option(10, "StepLR step size in epochs (stepped at the end of each epoch)")
+    lr_gamma: float = option(0.1, "StepLR factor")
+    grad_clip_norm: float | None = option(
+        None, "clip the gradient norm to this (None = no clipping, the authors')"
+    )
+    passes_per_epoch: int | None = option(
+        None, "passes over the training list per epoch; None = 2 (ISIC 2017), 5 (2016), 1"
+    )
+    oversample: int = option(
+        4, "with sampler='oversample': each positive listed this many times (0 or 1 = off)"
+    )
+    sampler: str = option(
+        "oversample",
+        "class balance: oversample (the authors': each positive listed `oversample` times), a class-weighted sampler, or none",
+        choices=SAMPLERS,
+    )
+    focal_gamma: float = option(2.0, "focal loss gamma")
+    focal_alpha: float | None = option(
+        None, "focal loss alpha for the positive class; None = no class weighting"
+    )
+    lambda3: float = option(0.001, "Dice regulariser weight on the pool-3 attention map (Eq. 5, lambda_1)")
+    lambda4: float = option(0.01, "Dice regulariser weight on the pool-4 attention map (Eq. 5, lambda_2)")
+    seed: int = option(0, "seed for initialisation, data order and augmentation")
+    threshold: float = option(0.5, "decision threshold for sensitivity / specificity / precision")
+    n_boot: int = option(1000, "bootstrap resamples for the 95% confidence intervals of AP and AUC")
     # --- hardware and speed ---
-    device: str = "auto"  # "auto" (cuda > mps > cpu) | "cpu" | "cuda" | "cuda:1" | "mps"
-    precision: str = "auto"  # "auto" | "fp32" | "bf16" | "fp16" (auto: bf16 where the hardware has it)
-    channels_last: bool = True  # NHWC memory layout (faster convolutions on CPU and tensor cores)
-    num_workers: int = 2  # DataLoader worker processes
-    pin_memory: bool = True  # pinned host memory + non-blocking copies (CUDA only)
-    gpu_jpeg_decode: bool = False  # fill the preprocessing cache with nvJPEG before epoch 1 (CUDA + cache)
-    compile: bool = False  # torch.compile the model
+    device: str = option("auto", "'auto' (cuda > mps > cpu) | 'cpu' | 'cuda' | 'cuda:1' | 'mps'")
+    precision: str = option(
+        "auto",
+        "autocast precision; auto = bf16 where the hardware has it natively, else fp32",
+        choices=PRECISIONS,
+    )
+    channels_last: bool = option(True, "NHWC memory layout (faster convolutions on CPU and tensor cores)")
+    num_workers: int = option(2, "DataLoader worker processes")
+    pin_memory: bool = option(True, "pinned host memory + non-blocking copies (CUDA only)")
+    gpu_jpeg_decode: bool = option(
+        False, "fill the preprocessing cache with nvJPEG before epoch 1 (CUDA + cache)"
+    )
+    compile: bool = option(False, "torch.compile the model")
     # --- run folder and logging ---
-    runs_root: str = "runs"  # parent folder of run folders
-    run_name: str | None = None  # run folder name under runs_root; None = <model>-<dataset>-<timestamp>
-    run_dir: str | None = None  # explicit run folder (overrides runs_root / run_name)
-    resume: bool = False  # continue from <run_dir>/checkpoints/latest.pt
-    tensorboard: bool = False  # write TensorBoard logs to <run_dir>/tensorboard
-    progress: bool = True  # tqdm progress bars (shown only on a terminal or in a notebook)
+    runs_root: str = option("runs", "parent folder of run folders")
+    run_name: str | None = option(
+        None, "run folder name under runs_root; None = <model>-<dataset>-<timestamp>"
+    )
+    run_dir: str | None = option(None, "explicit run folder (overrides runs_root / run_name)")
+    resume: bool = option(False, "continue from <run_dir>/checkpoints/latest.pt")
+    tensorboard: bool = option(False, "write TensorBoard logs to <run_dir>/tensorboard")
+    progress: bool = option(True, "tqdm progress bars (shown only on a terminal or in a notebook)")
 
     def __post_init__(self) -> None:
+        if self.data_root is None and self.dataset in DATASETS and not get_dataset(self.dataset).generated:
+            object.__setattr__(self, "data_root", os.environ.get(data_root_variable(self.dataset)) or None)
         _validate(self)
 
     # --- derived values ---
@@ -206,6 +279,16 @@ def fields() -> tuple[dataclasses.Field, ...]:
     return dataclasses.fields(TrainConfig)
 
 
+def field_help(name: str) -> str:
+    """The help text of TrainConfig field ``name``."""
+    return {f.name: f.metadata.get("help", "") for f in fields()}[name]
+
+
+def field_choices(name: str) -> tuple | None:
+    """The allowed values of TrainConfig field ``name``, or None when any value of its type is allowed."""
+    return {f.name: f.metadata.get("choices") for f in fields()}[name]
+
+
 def field_types() -> dict[str, tuple[type, ...]]:
     """Field name -> the Python types it accepts (NoneType included for optional fields)."""
     hints = typing.get_type_hints(TrainConfig)
@@ -247,11 +330,6 @@ def _validate(cfg: TrainConfig) -> None:
         if isinstance(value, float) and not math.isfinite(value):  # nan / inf would poison training silently
             raise ValueError(f"TrainConfig.{f.name} = {value!r} must be a finite number")
 
-    def choice(name: str, options: tuple) -> None:
-        value = getattr(cfg, name)
-        if value not in options:
-            raise ValueError(f"TrainConfig.{name} = {value!r} is not allowed; choose one of {list(options)}")
-
     def at_least(name: str, low: float, allow_none: bool = False) -> None:
         value = getattr(cfg, name)
         if value is None and allow_none:
@@ -259,14 +337,12 @@ def _validate(cfg: TrainConfig) -> None:
         if value < low:
             raise ValueError(f"TrainConfig.{name} = {value!r} must be >= {low}")
 
-    choice("dataset", DATASETS)
-    choice("model", MODELS)
-    choice("backbone", BACKBONES)
-    choice("normalize", NORMALIZE)
-    choice("roi", ROIS)
-    choice("sampler", SAMPLERS)
-    choice("precision", PRECISIONS)
-    choice("missing", MISSING)
+    for f in fields():  # names with a fixed set of values (the ``choices`` of their option)
+        options = f.metadata.get("choices")
+        if options is not None and getattr(cfg, f.name) not in options:
+            raise ValueError(
+                f"TrainConfig.{f.name} = {getattr(cfg, f.name)!r} is not allowed; choose one of {list(options)}"
+            )
     for name in ("synthetic_n", "epochs", "batch_size", "lr_step", "synthetic_size", "image_size", "resize"):
         at_least(name, 1)
     for name in ("max_train_samples", "max_eval_samples", "passes_per_epoch"):
@@ -305,10 +381,15 @@ def _validate(cfg: TrainConfig) -> None:
         raise ValueError(f"TrainConfig.image_size = {cfg.image_size} must be >= 32 (five 2x2 poolings)")
     if cfg.nesterov and cfg.momentum == 0:
         raise ValueError("TrainConfig.nesterov = True needs momentum > 0")
-    if cfg.dataset != "synthetic" and cfg.data_root is None:
+    if cfg.data_root is None and not get_dataset(cfg.dataset).generated:
         raise ValueError(
-            f"TrainConfig.data_root is required for dataset {cfg.dataset!r} (the dataset folder)"
+            f"TrainConfig.data_root is required for dataset {cfg.dataset!r} (the dataset folder): pass "
+            f"--data-root, or set the environment variable {data_root_variable(cfg.dataset)}"
         )
+    try:
+        _registry.check_backbone(cfg.model, cfg.backbone)
+    except ValueError as err:
+        raise ValueError(f"TrainConfig: {err}") from None
     if cfg.roi is not None and cfg.model != "attnmel_cnn":
         raise ValueError(
             f"TrainConfig.roi = {cfg.roi!r} regularises attention maps, which model {cfg.model!r} does not have; "
@@ -371,7 +452,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the oversampled list per epoch (3,122 images) instead of the authors' two, to keep an epoch in minutes.
     "isic2017-cpu": dict(
         dataset="isic2017",
-        data_root="../shared/data/isic2017",
         image_size=128,
         resize=146,
         epochs=10,
@@ -386,7 +466,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The paper's protocol on a GPU: 224 px, ImageNet-initialised backbone, 50 epochs, batch 32.
     "paper": dict(
         dataset="isic2017",
-        data_root="../shared/data/isic2017",
         weights="IMAGENET1K_V1",
         image_size=224,
         resize=256,

@@ -23,15 +23,15 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from attnmel.checkpoint import build_model_from_checkpoint, load_checkpoint
 from attnmel.config import TrainConfig
 from attnmel.device import autocast, move_batch, resolve_precision, select_device
 from attnmel.io import atomic_write_json
+from attnmel.loaders import split_loader  # re-exported: the chapters build their loaders from here
 from attnmel.runlock import RunLock
 
-__all__ = ["evaluate_checkpoint", "collect_maps", "split_loader", "config_from_checkpoint"]
+__all__ = ["evaluate_checkpoint", "collect_maps", "split_loader", "config_from_checkpoint", "default_split"]
 
 
 def config_from_checkpoint(ckpt: dict[str, Any], **overrides: Any) -> TrainConfig:
@@ -43,27 +43,6 @@ def config_from_checkpoint(ckpt: dict[str, Any], **overrides: Any) -> TrainConfi
     saved.update({k: v for k, v in overrides.items() if v is not None})
     saved["resume"] = False
     return TrainConfig.from_dict(saved)
-
-
-def split_loader(
-    config: TrainConfig,
-    split: str,
-    *,
-    limit: int | None = None,
-    batch_size: int = 32,
-    num_workers: int = 0,
-    device: torch.device | None = None,
-) -> DataLoader:
-    """An ordered loader over ``split`` of ``config``'s dataset with the eval transform (centre crop).
-
-    ``limit`` keeps a seeded subset of that many samples (``config.seed``); memory is pinned for CUDA.
-    """
-    from attnmel.trainer import load_split, make_dataset
-
-    samples = load_split(config, config.resolved_data_root(), split, limit)
-    data = make_dataset(config, samples, train=False)
-    pin = device is not None and device.type == "cuda"
-    return DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=pin)
 
 
 def collect_maps(
@@ -78,14 +57,13 @@ def collect_maps(
     """Probabilities, labels, ids, lesion masks and the model's saliency maps over a loader.
 
     Returns ``{"image_id": [str], "label": (N,) int64, "prob": (N,) float64, "mask": (N, 1, S, S) bool,
-    "has_mask": (N,) bool, "maps": {"pool3": (N, 1, h, w), "pool4": ..., or "cam": ...}}``;
-    ``keep_images`` adds ``"image"`` (N, 3, S, S), the normalised inputs as the network saw them, and
-    ``gradcam`` adds ``maps["gradcam"]``, Grad-CAM of the melanoma class on the pool-5 features (fp32,
-    with gradients, so it costs a backward pass per batch).
+    "has_mask": (N,) bool, "maps": {key: (N, 1, h, w)}}`` with the maps the model declares
+    (:func:`attnmel.saliency.compute_maps`: ``"pool3"``, ``"pool4"`` attention, or ``"cam"``; tap names on other
+    backbones); ``keep_images`` adds ``"image"`` (N, 3, S, S), the normalised inputs as the network saw them,
+    and ``gradcam`` adds ``maps["gradcam"]``, Grad-CAM of the melanoma class at the global tap (fp32, with
+    gradients, so it costs a backward pass per batch).
     """
-    from attnmel.attention_eval import grad_cam
-    from attnmel.models import VGG16GAP
-    from attnmel.saliency import class_activation_map
+    from attnmel.saliency import GRADCAM, compute_maps, model_grad_cam
 
     model.eval()
     ids: list[str] = []
@@ -95,14 +73,11 @@ def collect_maps(
         batch = move_batch(batch, device)
         with torch.inference_mode(), autocast(device, precision):
             out = model(batch["image"])
-            found = {"pool3": out.attn3, "pool4": out.attn4}
-            if isinstance(model, VGG16GAP):
-                found["cam"] = class_activation_map(model, batch["image"], class_index=1)  # (N, 1, h, w)
+            found = compute_maps(model, batch["image"], out)  # key -> (N, 1, h, w)
         if gradcam:
-            found["gradcam"] = grad_cam(model, batch["image"], model.features, class_index=1, select="pool5")
+            found[GRADCAM] = model_grad_cam(model, batch["image"])  # (N, 1, h, w), fp32
         for name, value in found.items():
-            if value is not None:
-                maps.setdefault(name, []).append(value.float().cpu())
+            maps.setdefault(name, []).append(value.float().cpu())
         probs.append(torch.softmax(out.logits.float(), dim=1)[:, 1].double().cpu())  # (N,)
         labels.append(batch["label"].cpu())
         masks.append(batch["mask"].cpu() > 0.5)  # (N, 1, S, S)
@@ -127,7 +102,7 @@ def evaluate_checkpoint(
     checkpoint: str | os.PathLike,
     dataset: str | None = None,
     data_root: str | os.PathLike | None = None,
-    split: str = "Test_v2",
+    split: str | None = None,
     out_dir: str | os.PathLike | None = None,
     *,
     batch_size: int = 32,
@@ -145,8 +120,10 @@ def evaluate_checkpoint(
 
     Args:
         checkpoint: an attnmel checkpoint (``checkpoints/best.pt`` of a run folder).
-        dataset, data_root: ``"synthetic" | "isic2017" | "isic2016"`` and its folder; None = the training run's.
-        split: e.g. ``"Test_v2"`` (ISIC 2017), ``"Test"`` (ISIC 2016), ``"Test_shift"`` (synthetic).
+        dataset, data_root: a registered dataset (``attnmel.data.registry``: synthetic, isic2017, isic2016, ph2)
+            and its folder; None = the training run's. The input is normalised as in training whatever the dataset.
+        split: e.g. ``"Test_v2"`` (ISIC 2017), ``"Test"`` (ISIC 2016, PH2), ``"Test_shift"`` (synthetic);
+            None = the dataset's test split (:func:`default_split`).
         out_dir: output folder; None = ``<run folder>/evaluation`` for a run's checkpoint, and
             ``<folder>/<stem>-evaluation`` beside a loose checkpoint file. It is locked while written.
         max_samples: evaluate a seeded subset of this size (quick checks).
@@ -171,6 +148,14 @@ def evaluate_checkpoint(
         raise unwrap_worker_error(err) from None
 
 
+def default_split(dataset: str) -> str:
+    """The test split of ``dataset``: its first evaluation split that is not the validation split."""
+    from attnmel.data.registry import get_dataset
+
+    spec = get_dataset(dataset)
+    return next(s for s in spec.eval_splits if s != spec.val_split)
+
+
 def default_out_dir(checkpoint: Path) -> Path:
     """``<run>/evaluation`` for ``<run>/checkpoints/*.pt``; ``<stem>-evaluation`` beside any other file."""
     folder = checkpoint.resolve().parent
@@ -184,7 +169,7 @@ def _evaluate(
     out: Path,
     dataset: str | None,
     data_root: str | os.PathLike | None,
-    split: str,
+    split: str | None,
     *,
     batch_size: int,
     device: str,
@@ -202,8 +187,12 @@ def _evaluate(
     ckpt = load_checkpoint(checkpoint)
     dev = select_device(device)
     prec = resolve_precision(precision, dev)
+    trained_on = ckpt.get("config", {}).get("dataset")
+    source = ckpt
+    if dataset is not None and dataset != trained_on:  # another dataset: the run's folder is not its folder
+        source = {**ckpt, "config": {**ckpt.get("config", {}), "data_root": None}}
     config = config_from_checkpoint(
-        ckpt,
+        source,
         dataset=dataset,
         data_root=str(data_root) if data_root is not None else None,
         max_eval_samples=max_samples,
@@ -211,13 +200,18 @@ def _evaluate(
         seed=seed,
         missing=missing,
     )
-    if dataset is not None and dataset != "synthetic" and data_root is None:
-        raise ValueError(f"evaluating on {dataset!r} needs data_root (the dataset folder)")
+    split = split or default_split(config.dataset)
     model, _ = build_model_from_checkpoint(ckpt)
     model = model.to(dev)
 
     loader = split_loader(
-        config, split, limit=max_samples, batch_size=batch_size, num_workers=num_workers, device=dev
+        config,
+        split,
+        limit=max_samples,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        device=dev,
+        normalise_as=trained_on or config.dataset,  # the model keeps its own input statistics
     )
     result = collect_maps(model, loader, device=dev, precision=prec)
     write_predictions_csv(out / "predictions" / f"{split}.csv", result["image_id"], result["prob"])

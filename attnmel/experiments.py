@@ -100,6 +100,9 @@ VARIANTS: dict[str, Variant] = {
         Variant("AttnMel-CNN-Lesion", {"model": "attnmel_cnn", "roi": "lesion"}, lesion=True, interp=True),
         Variant("AttnMel-CNN-Dermo", {"model": "attnmel_cnn", "roi": "dermo"}, dermo=True, interp=True),
         Variant("AttnMel-CNN-Bkg", {"model": "attnmel_cnn", "roi": "background"}, lesion=True, interp=True),
+        # Not in the paper: the same heads on a ResNet-50 backbone (chapter 4, "a modern backbone").
+        Variant("ResNet-50-GAP", {"model": "vgg16_gap", "backbone": "resnet50"}, interp=True),
+        Variant("AttnMel-CNN-ResNet-50", {"model": "attnmel_cnn", "backbone": "resnet50"}, interp=True),
     )
 }
 
@@ -158,8 +161,8 @@ class Run:
         """``(image_ids, labels (N,), melanoma probabilities (N,))`` of ``split`` with the best checkpoint."""
         import numpy as np
 
+        from attnmel.loaders import load_split
         from attnmel.metrics import read_predictions_csv
-        from attnmel.trainer import load_split
 
         ids, prob = read_predictions_csv(self.run_dir / "predictions" / f"{split}.csv")
         samples = load_split(self.config, self.config.resolved_data_root(), split)

@@ -7,6 +7,9 @@ evaluation split with the eval transform (centre crop), and every map goes throu
 - AttnMel-CNN (and its ROI variants): the pool-3 and pool-4 attention maps (Eq. 2);
 - VGG-16-GAP: CAM (the melanoma row of the classifier times the pool-5 features);
 - every model: Grad-CAM on the pool-5 features, a post-hoc map that needs no attention module.
+
+Each model declares its maps once (``model.saliency_maps``, from :mod:`attnmel.models.registry`); they are
+made by :mod:`attnmel.saliency` and keyed by backbone tap (``"layer2"``/``"layer3"`` on ResNet-50).
 """
 
 from __future__ import annotations
@@ -133,13 +136,17 @@ def artifact_masks(run: Run, split: str, image_ids: list[str]) -> torch.Tensor:
 
 
 def shortcut_row(name: str, run: Run, results: Mapping[str, SplitMaps]) -> dict[str, Any]:
-    """AUC per split and the share of pool-4 attention (or Grad-CAM) mass on the artifact, artifact images only."""
+    """AUC per split and the share of the deepest attention map's mass (pool-4 on VGG; else Grad-CAM) on the
+    artifact, artifact images only."""
+    from attnmel.saliency import GRADCAM, attention_keys
+
     row: dict[str, Any] = {"model": name}
     for split, result in results.items():
         row[f"auc_{split}"] = run.metrics.get(split, {}).get("auc")
         region = artifact_masks(run, split, result.image_ids)  # (N, 1, S, S)
         with_artifact = region.flatten(1).any(dim=1)
-        saliency = result.maps.get("pool4", result.maps["gradcam"])
+        keys = attention_keys(result.model)
+        saliency = result.maps[keys[-1] if keys else GRADCAM]
         share = share_on_region(saliency, region)[with_artifact]
         row[f"artifact_share_{split}"] = float(share.nanmean()) if len(share) else float("nan")
         row[f"artifact_area_{split}"] = (
@@ -153,7 +160,7 @@ def mask_split(config: Any) -> str:
 
     (ISIC 2017's Test_v2 comes without masks in many copies; Table 3 then uses Validation, and says so.)
     """
-    from attnmel.trainer import load_split
+    from attnmel.loaders import load_split
 
     root = config.resolved_data_root()
     for split in report_splits(config):

@@ -49,23 +49,20 @@ class PredictResult:
 
 
 def _saliency(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Logits (1, 2) and named saliency maps (1, 1, h, w) of one preprocessed image x (1, 3, S, S)."""
-    from attnmel.attention_eval import grad_cam
-    from attnmel.models import VGG16GAP
-    from attnmel.saliency import class_activation_map
+    """Logits (1, 2) and saliency maps (1, 1, h, w) of one preprocessed image x (1, 3, S, S), by display label.
+
+    The model's declared maps (attention, CAM: :func:`attnmel.saliency.compute_maps`); Grad-CAM at the global
+    tap for models without any.
+    """
+    from attnmel.saliency import compute_maps, map_labels
 
     with torch.inference_mode():
         out = model(x)
-        maps = {
-            name: a
-            for name, a in (("pool-3 attention", out.attn3), ("pool-4 attention", out.attn4))
-            if a is not None
-        }
-        if isinstance(model, VGG16GAP):
-            maps["CAM"] = class_activation_map(model, x, class_index=1)
+        maps = compute_maps(model, x, out)
     if not maps:
-        maps["Grad-CAM (pool-5)"] = grad_cam(model, x, model.features, class_index=1, select="pool5").detach()
-    return out.logits.float(), {k: v.float() for k, v in maps.items()}
+        maps = compute_maps(model, x, out, gradcam=True)
+    labels = map_labels(model, gradcam=True)
+    return out.logits.float(), {labels[k]: v.float() for k, v in maps.items()}
 
 
 def _overlay_png(image: np.ndarray, maps: dict[str, torch.Tensor], probability: float) -> bytes:
@@ -104,7 +101,7 @@ def predict_images(
 
     from attnmel.data import DataError
     from attnmel.evaluate import config_from_checkpoint
-    from attnmel.trainer import _normalisation
+    from attnmel.loaders import normalisation
 
     ckpt = load_checkpoint(checkpoint)
     config = config_from_checkpoint(ckpt)
@@ -113,7 +110,7 @@ def predict_images(
     model = model.to(dev).eval()
     from attnmel.data import eval_transform
 
-    mean, std = _normalisation(config.dataset)
+    mean, std = normalisation(config.dataset)  # the training dataset's statistics
     transform = eval_transform(size=config.image_size, resize=config.resize, mean=mean, std=std)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

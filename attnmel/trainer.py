@@ -1,6 +1,6 @@
 """The training engine: ``fit(config)`` runs the paper's protocol and leaves a self-contained run folder.
 
-Protocol (REFERENCE_NOTES.md, Training; the paper, Sect. 3): the loss of Eq. 5 (focal loss, plus the Dice
+Protocol (docs/REFERENCE.md, Training; the paper, Sect. 3): the loss of Eq. 5 (focal loss, plus the Dice
 attention regulariser of Eq. 4 on pool-3 and pool-4 when an ROI is given), SGD with Nesterov momentum and weight
 decay, StepLR stepped at the end of every epoch, one epoch = ``passes_per_epoch`` passes over the (oversampled)
 training list, validation AUC after every epoch, the best epoch kept when its AUC is strictly better.
@@ -40,7 +40,7 @@ import random
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, SequentialSampler
+from torch.utils.data import SequentialSampler
 
 from attnmel import distributed
 from attnmel.checkpoint import (
@@ -61,6 +61,7 @@ from attnmel.checkpoint import (
     unwrap_model,
 )
 from attnmel.config import DATASET_SPLITS, TrainConfig
+from attnmel.data.registry import get_dataset
 from attnmel.device import (
     autocast,
     configure_backends,
@@ -70,6 +71,16 @@ from attnmel.device import (
     select_device,
 )
 from attnmel.io import atomic_write_json, atomic_write_text
+from attnmel.loaders import (  # re-exported: these used to live here
+    check_gpu_decode,
+    ensure_synthetic,
+    epoch_seed,
+    fill_cache_on_gpu,
+    load_split,
+    make_dataset,
+    make_loader,
+    train_sampler,
+)
 from attnmel.runlock import RunLock, remove_stale_temporaries
 
 __all__ = [
@@ -203,160 +214,10 @@ def build_loss(config: TrainConfig) -> nn.Module:
     )
 
 
-def _normalisation(dataset: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-dataset mean/std (the authors' recipe); the synthetic set imitates ISIC 2017 and uses its values."""
-    from attnmel import data
-
-    if dataset == "isic2016":
-        return tuple(data.ISIC2016_MEAN), tuple(data.ISIC2016_STD)
-    return tuple(data.ISIC2017_MEAN), tuple(data.ISIC2017_STD)
-
-
-def _reader(dataset: str) -> Callable[..., Any]:
-    from attnmel import data
-
-    return data.isic2016 if dataset == "isic2016" else data.isic2017
-
-
-def ensure_synthetic(config: TrainConfig, log: Callable[[str], None] = print) -> Path:
-    """The dataset folder; for a synthetic run without data_root, generate the set once (atomically)."""
-    root = config.resolved_data_root()
-    if config.dataset != "synthetic" or config.data_root is not None:
-        return root
-    if (root / "ISIC-2017_Training_Part3_GroundTruth.csv").is_file():
-        return root
-    from attnmel.data import make_synthetic
-
-    log(f"generating the synthetic set ({config.synthetic_n} images, {config.synthetic_size} px) in {root}")
-    try:  # make_synthetic builds the set in a staging folder and moves it into place in one step
-        make_synthetic(
-            root,
-            n=config.synthetic_n,
-            size=config.synthetic_size,
-            seed=config.synthetic_seed,
-            artifact_bias=config.synthetic_artifact_bias,
-        )
-    except Exception:
-        if not (
-            root / "ISIC-2017_Training_Part3_GroundTruth.csv"
-        ).is_file():  # not just another process first
-            raise
-    return root
-
-
-def load_split(config: TrainConfig, root: Path, split: str, limit: int | None = None) -> Any:
-    """Read one split as a SampleList; ``limit`` keeps a seeded random subset of that size (order kept)."""
-    samples = _reader(config.dataset)(root, split, missing=config.missing)
-    if limit is not None and limit < len(samples):
-        rng = random.Random(f"{config.seed}-{split}")
-        keep = sorted(rng.sample(range(len(samples)), limit))
-        samples = samples.derive([samples[i] for i in keep], subset_of=len(samples))
-    return samples
-
-
-def check_gpu_decode(device: torch.device) -> None:
-    if device.type != "cuda":
-        raise ValueError(
-            f"gpu_jpeg_decode=True needs a CUDA device; this run uses {device} (set it to False)"
-        )
-
-
-def fill_cache_on_gpu(device: torch.device, datasets: Sequence[Any], log: Callable[[str], None]) -> None:
-    """``gpu_jpeg_decode``: create the datasets' missing cache entries with nvJPEG before the first epoch.
-
-    Decoding the full-size JPEGs is the slow part of the data pipeline (``benchmarks/bench_data.py``); done
-    once on the GPU, every epoch after reads the small cached crops on the CPU workers.
-    """
-    check_gpu_decode(device)
-    for dataset in datasets:
-        counts = dataset.cache.fill(dataset.samples, dermo=dataset.roi == "dermo", device=device)
-        log(
-            f"cache: {counts['decoded']} JPEG(s) decoded on {counts['device']}, {counts['other']} other file(s) "
-            f"on the CPU, {counts['present']} already cached ({counts['seconds']:.1f} s)"
-        )
-
-
-def make_dataset(config: TrainConfig, samples: Any, *, train: bool) -> Any:
-    """A LesionDataset with the train (random crop, rotations, flips) or eval (centre crop) transform."""
-    from attnmel import data
-
-    mean, std = _normalisation(config.dataset)
-    make = data.train_transform if train else data.eval_transform
-    transform = make(size=config.image_size, resize=config.resize, mean=mean, std=std)
-    cache = None
-    cache_dir = config.resolved_cache_dir()
-    if cache_dir is not None:
-        cache = data.PreprocessCache(cache_dir, resize=config.resize)
-    return data.LesionDataset(samples, transform, roi=config.roi if train else None, cache=cache)
-
-
-def _epoch_seed(config: TrainConfig, epoch: int, rank: int) -> int:
-    return (config.seed * 1_000_003 + epoch * 7_919 + rank * 104_729) % (2**63 - 1)
-
-
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 - seed the global generator third-party code draws from
     torch.manual_seed(seed)
-
-
-def _train_sampler(config: TrainConfig, dataset: Any, labels: list[int], epoch: int, info: Any) -> Sampler:
-    """This epoch's order: ``passes`` x the list, shuffled from (seed, epoch); sharded under DDP."""
-    passes = config.epoch_passes
-    n = len(dataset)
-    if info.enabled:
-        if config.sampler == "weighted":
-            raise ValueError("sampler='weighted' is not supported under DDP; use 'oversample' or 'none'")
-        sampler = DistributedSampler(
-            _Repeat(n, passes), num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=config.seed
-        )
-        sampler.set_epoch(epoch)
-        return _Modulo(sampler, n)
-    gen = torch.Generator().manual_seed(_epoch_seed(config, epoch, 0))
-    if config.sampler == "weighted":
-        from attnmel.data.sampling import weighted_sampler
-
-        return weighted_sampler(labels, num_samples=n * passes, generator=gen)
-    return RandomSampler(range(n), num_samples=n * passes, generator=gen)
-
-
-class _Repeat:
-    """A length-only stand-in for ``passes`` copies of a dataset (what DistributedSampler needs)."""
-
-    def __init__(self, n: int, passes: int) -> None:
-        self.n, self.passes = n, passes
-
-    def __len__(self) -> int:
-        return self.n * self.passes
-
-
-class _Modulo(Sampler):
-    """Map indices over the repeated list back to dataset indices."""
-
-    def __init__(self, inner: Sampler, n: int) -> None:
-        self.inner, self.n = inner, n
-
-    def __iter__(self):
-        return (i % self.n for i in self.inner)
-
-    def __len__(self) -> int:
-        return len(self.inner)
-
-
-def _loader(
-    config: TrainConfig, dataset: Any, *, sampler: Sampler, batch_size: int, device: torch.device, seed: int
-) -> DataLoader:
-    workers = config.num_workers
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=workers,
-        pin_memory=config.pin_memory and device.type == "cuda",
-        generator=torch.Generator().manual_seed(seed),  # seeds the worker processes' RNGs
-        persistent_workers=False,
-        prefetch_factor=4 if workers > 0 else None,
-    )
 
 
 # ---------------------------------------------------------------------------------------------------- one step
@@ -526,6 +387,11 @@ def fit(config: TrainConfig, log: Callable[[str], None] | None = None) -> RunRes
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"fit() needs a TrainConfig, got {type(config).__name__}")
+    if not get_dataset(config.dataset).trainable:
+        raise ValueError(
+            f"dataset {config.dataset!r} has no training split: it is a test set "
+            f"(attnmel evaluate CHECKPOINT --dataset {config.dataset} --data-root FOLDER)"
+        )
     from attnmel.data import DataError, unwrap_worker_error
 
     start_time = time.perf_counter()
@@ -551,24 +417,98 @@ def fit(config: TrainConfig, log: Callable[[str], None] | None = None) -> RunRes
             distributed.cleanup()
 
 
+@dataclass
+class _Run:
+    """What one training holds between its phases; built by :func:`_set_up`, then passed to each phase."""
+
+    config: TrainConfig
+    device: torch.device
+    info: Any
+    log: Callable[[str], None]
+    run_dir: Path
+    precision: str
+    per_rank_batch: int
+    root: Path
+    train_ds: Any
+    val_ds: Any
+    train_labels: list[int]
+    model: nn.Module  # the plain module: what checkpoints hold
+    train_model: nn.Module  # the same weights behind DDP / torch.compile: what the steps call
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    loss_fn: nn.Module
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_auc: float = -math.inf
+    start_epoch: int = 1
+    writer: Any = None  # TensorBoard SummaryWriter (rank 0, tensorboard=True)
+
+    @property
+    def latest_path(self) -> Path:
+        return self.run_dir / "checkpoints" / "latest.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.run_dir / "checkpoints" / "best.pt"
+
+
 def _fit(
     config: TrainConfig, device: torch.device, info: Any, log: Callable[[str], None], t0: float, run_dir: Path
 ) -> RunResult:
-    # tqdm.auto warns in notebooks without ipywidgets, then falls back to text
-    with warnings.catch_warnings():
+    """The training loop, phase by phase: set up, then per epoch train / validate / checkpoint, then evaluate."""
+    tqdm = _tqdm()
+    run = _set_up(config, device, info, log, run_dir)
+    show = progress_enabled(config.progress) and info.is_main
+    epoch_bar = tqdm(range(run.start_epoch, config.epochs + 1), desc="epochs", disable=not show, leave=True)
+    for epoch in epoch_bar:
+        epoch_start = time.perf_counter()
+        row = _train_epoch(run, epoch, show)
+        if info.is_main:
+            improved = _validate(run, row, epoch_start)
+            _save_checkpoints(run, row, improved)
+            epoch_bar.set_postfix(val_auc=f"{row['val_auc']:.3f}", best=run.best_epoch)
+            log(
+                f"epoch {epoch}/{config.epochs}: loss {row['train_loss']:.4f}, val AUC {row['val_auc']:.4f}, "
+                f"AP {row['val_ap']:.4f}, lr {row['lr']:.3g}, {row['seconds']:.1f} s{' *' if improved else ''}"
+            )
+        distributed.barrier()
+    epoch_bar.close()
+    if run.writer is not None:
+        run.writer.close()
+
+    test_metrics = _evaluate_best(run) if info.is_main else {}
+    distributed.barrier()
+    seconds = time.perf_counter() - t0
+    if info.is_main:
+        log(
+            f"done in {seconds:.0f} s: best epoch {run.best_epoch}, val AUC {run.best_auc:.4f}; "
+            f"run folder {run_dir}"
+        )
+    return RunResult(run_dir, int(run.best_epoch), float(run.best_auc), run.history, test_metrics, seconds)
+
+
+def _tqdm() -> Any:
+    with (
+        warnings.catch_warnings()
+    ):  # tqdm.auto warns in notebooks without ipywidgets, then falls back to text
         warnings.simplefilter("ignore")
         from tqdm.auto import tqdm
+    return tqdm
 
+
+# ------------------------------------------------------------------------------------------ phase 1: set up
+def _set_up(
+    config: TrainConfig, device: torch.device, info: Any, log: Callable[[str], None], run_dir: Path
+) -> _Run:
+    """Check the run folder, read the data, build model / optimiser / loss, restore a resumed run, open logs."""
     precision = resolve_precision(config.precision, device)
     configure_backends(device)
     if config.batch_size % info.world_size:
         raise ValueError(
             f"batch_size {config.batch_size} is not divisible by the {info.world_size} DDP processes"
         )
-    per_rank_batch = config.batch_size // info.world_size
-
-    ckpt_dir = run_dir / "checkpoints"
-    latest_path, best_path = ckpt_dir / "latest.pt", ckpt_dir / "best.pt"
+    latest_path = run_dir / "checkpoints" / "latest.pt"
     if info.is_main:
         if not config.resume and latest_path.exists():
             raise FileExistsError(
@@ -579,249 +519,262 @@ def _fit(
             raise FileNotFoundError(
                 f"resume=True (--resume) but {latest_path} does not exist: nothing to resume"
             )
-        root = ensure_synthetic(config, log)
+        ensure_synthetic(config, log)
     distributed.barrier()
     root = config.resolved_data_root()
 
-    # --- data ---
-    train_name, val_name, eval_names = config.splits
+    # data: the training list (oversampled), its labels, and the validation split
+    train_name, val_name, _ = config.splits
     train_samples = load_split(config, root, train_name, config.max_train_samples)
     val_samples = load_split(config, root, val_name, config.max_eval_samples)
+    train_list = train_samples
     if config.sampler == "oversample" and config.oversample > 1:
         from attnmel.data.sampling import oversample
 
         train_list = oversample(train_samples, config.oversample)
-    else:
-        train_list = train_samples
     train_ds = make_dataset(config, train_list, train=True)
     val_ds = make_dataset(config, val_samples, train=False)
-    train_labels = [s.label for s in train_list]
     if config.gpu_jpeg_decode:
         check_gpu_decode(device)  # every rank, before any waits at the barrier
         if info.is_main:
             fill_cache_on_gpu(device, [train_ds, val_ds], log)
         distributed.barrier()
 
-    # --- model, optimiser, loss ---
+    # model, optimiser, loss (seeded: the initial weights depend on config.seed only)
     _seed_everything(config.seed)
     model = build_model_for(config).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, config)
-    scheduler = build_scheduler(optimizer, config)
-    scaler = make_grad_scaler(device, precision)
-    loss_fn = build_loss(config)
-    history: list[dict[str, Any]] = []
-    best_epoch, best_auc, start_epoch = 0, -math.inf, 1
-
+    run = _Run(
+        config=config,
+        device=device,
+        info=info,
+        log=log,
+        run_dir=run_dir,
+        precision=precision,
+        per_rank_batch=config.batch_size // info.world_size,
+        root=root,
+        train_ds=train_ds,
+        val_ds=val_ds,
+        train_labels=[s.label for s in train_list],
+        model=model,
+        train_model=model,
+        optimizer=optimizer,
+        scheduler=build_scheduler(optimizer, config),
+        scaler=make_grad_scaler(device, precision),
+        loss_fn=build_loss(config),
+    )
     if config.resume:
-        ckpt = load_checkpoint(latest_path)
-        _check_resume(ckpt, config, latest_path)
-        load_model_weights(model, ckpt["model"], source=latest_path)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if ckpt.get("scaler") and scaler.is_enabled():
-            scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"])
-        history = list(ckpt["history"])
-        best_epoch, start_epoch = ckpt["best_epoch"], ckpt["epoch"] + 1
-        best_auc = ckpt["best_val_auc"] if math.isfinite(ckpt["best_val_auc"]) else -math.inf
-        log(
-            f"resuming {run_dir} after epoch {ckpt['epoch']} (best epoch {best_epoch}, val AUC {best_auc:.4f})"
-        )
+        _restore(run)
 
     if info.is_main:
         atomic_write_json(run_dir / "config.json", config.to_dict())
         for samples in (train_samples, val_samples):
             samples.to_json(run_dir / "data" / f"{samples.split}.json")
-    writer = None
-    if config.tensorboard and info.is_main:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as err:
-            raise ImportError(
-                "tensorboard=True needs the tensorboard package (pip install tensorboard)"
-            ) from err
-        writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start_epoch)
-
-    train_model: nn.Module = model
+        if config.tensorboard:
+            run.writer = _tensorboard(run_dir, run.start_epoch)
     if info.enabled:
-        train_model = nn.parallel.DistributedDataParallel(
+        run.train_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     if config.compile:
-        train_model = torch.compile(train_model)
-
-    show = progress_enabled(config.progress) and info.is_main
+        run.train_model = torch.compile(run.train_model)
     log(
         f"training {config.model} on {config.dataset}/{train_name} ({len(train_samples)} images, "
         f"{len(train_list)} listed, {config.epoch_passes} pass(es)/epoch) on {device} [{precision}"
-        f"{', channels_last' if config.channels_last else ''}{f', {info.world_size} processes' if info.enabled else ''}]"
-        f" -> {run_dir}"
+        f"{', channels_last' if config.channels_last else ''}"
+        f"{f', {info.world_size} processes' if info.enabled else ''}] -> {run_dir}"
     )
-    epoch_bar = tqdm(range(start_epoch, config.epochs + 1), desc="epochs", disable=not show, leave=True)
-    use_roi = config.roi is not None
-    for epoch in epoch_bar:
-        epoch_start = time.perf_counter()
-        seed = _epoch_seed(config, epoch, info.rank)
-        _seed_everything(seed)
-        sampler = _train_sampler(config, train_ds, train_labels, epoch, info)
-        loader = _loader(
-            config, train_ds, sampler=sampler, batch_size=per_rank_batch, device=device, seed=seed
-        )
-        lr = optimizer.param_groups[0]["lr"]
-        sums = torch.zeros(5, dtype=torch.float64)  # total, focal, dice3, dice4 (x batch size), images
-        train_model.train()
-        batch_bar = tqdm(loader, desc=f"epoch {epoch}", disable=not show, leave=False)
-        for index, batch in enumerate(batch_bar, start=1):
-            try:
-                parts = train_step(
-                    train_model,
-                    batch,
-                    loss_fn,
-                    optimizer,
-                    scaler,
-                    device=device,
-                    precision=precision,
-                    channels_last=config.channels_last,
-                    use_roi=use_roi,
-                    grad_clip_norm=config.grad_clip_norm,
-                )
-            except _NonFiniteLoss as err:
-                kept = f"{latest_path} (epoch {epoch - 1})" if epoch > 1 else "none yet (first epoch)"
-                raise TrainingDiverged(
-                    f"training diverged at epoch {epoch}, batch {index}/{len(loader)}: loss = {err.parts['total']} "
-                    f"(focal {err.parts['focal']}, dice3 {err.parts['dice3']}, dice4 {err.parts['dice4']}); "
-                    f"the last good checkpoint is {kept}, left intact. Try: {DIVERGED_HINT}"
-                    f"{', or precision fp32' if precision != 'fp32' else ''}.",
-                    epoch,
-                    index,
-                ) from None
-            n = len(batch["label"])
-            sums += torch.tensor(
-                [parts["total"] * n, parts["focal"] * n, parts["dice3"] * n, parts["dice4"] * n, n]
-            )
-            batch_bar.set_postfix(loss=f"{parts['total']:.4f}")
-        batch_bar.close()
-        _check_finite_weights(model, epoch, len(loader), latest_path)
-        distributed.all_reduce_sum(sums)
-        scheduler.step()
-        images = max(sums[4].item(), 1.0)
+    return run
 
-        # --- validation and checkpoints (rank 0) ---
-        row: dict[str, Any] = {
-            "epoch": epoch,
-            "lr": lr,
-            "train_loss": sums[0].item() / images,
-            "train_focal": sums[1].item() / images,
-            "train_dice3": sums[2].item() / images,
-            "train_dice4": sums[3].item() / images,
-            "train_images": int(sums[4].item()),
-        }
-        if info.is_main:
-            val_loader = _loader(
-                config,
-                val_ds,
-                sampler=SequentialSampler(val_ds),
-                batch_size=per_rank_batch,
-                device=device,
-                seed=0,
-            )
-            pred = predict_loader(
-                unwrap_model(train_model),
-                val_loader,
-                device=device,
-                precision=precision,
+
+def _restore(run: _Run) -> None:
+    """Continue from latest.pt: weights, optimiser, scheduler, scaler, RNG states, history and the best epoch."""
+    ckpt = load_checkpoint(run.latest_path)
+    _check_resume(ckpt, run.config, run.latest_path)
+    load_model_weights(run.model, ckpt["model"], source=run.latest_path)
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    if ckpt.get("scaler") and run.scaler.is_enabled():
+        run.scaler.load_state_dict(ckpt["scaler"])
+    set_rng_state(ckpt["rng"])
+    run.history = list(ckpt["history"])
+    run.best_epoch, run.start_epoch = ckpt["best_epoch"], ckpt["epoch"] + 1
+    run.best_auc = ckpt["best_val_auc"] if math.isfinite(ckpt["best_val_auc"]) else -math.inf
+    run.log(
+        f"resuming {run.run_dir} after epoch {ckpt['epoch']} (best epoch {run.best_epoch}, "
+        f"val AUC {run.best_auc:.4f})"
+    )
+
+
+def _tensorboard(run_dir: Path, start_epoch: int) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as err:
+        raise ImportError("tensorboard=True needs the tensorboard package (pip install tensorboard)") from err
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start_epoch)
+
+
+# --------------------------------------------------------------------------------------- phase 2: one epoch
+def _train_epoch(run: _Run, epoch: int, show: bool) -> dict[str, Any]:
+    """``passes_per_epoch`` passes of SGD steps in this epoch's seeded order; returns the epoch's history row."""
+    config, info = run.config, run.info
+    seed = epoch_seed(config, epoch, info.rank)
+    _seed_everything(seed)
+    sampler = train_sampler(config, run.train_ds, run.train_labels, epoch, info)
+    loader = make_loader(
+        config, run.train_ds, sampler=sampler, batch_size=run.per_rank_batch, device=run.device, seed=seed
+    )
+    lr = run.optimizer.param_groups[0]["lr"]
+    sums = torch.zeros(5, dtype=torch.float64)  # total, focal, dice3, dice4 (x batch size), images
+    use_roi = run.train_ds.roi is not None  # the training set carries the Dice reference masks, or none
+    run.train_model.train()
+    batch_bar = _tqdm()(loader, desc=f"epoch {epoch}", disable=not show, leave=False)
+    for index, batch in enumerate(batch_bar, start=1):
+        try:
+            parts = train_step(
+                run.train_model,
+                batch,
+                run.loss_fn,
+                run.optimizer,
+                run.scaler,
+                device=run.device,
+                precision=run.precision,
                 channels_last=config.channels_last,
+                use_roi=use_roi,
+                grad_clip_norm=config.grad_clip_norm,
             )
-            if not np.isfinite(pred["prob"]).all():  # e.g. BatchNorm statistics blown up by a huge lr
-                bad = int((~np.isfinite(pred["prob"])).sum())
-                raise TrainingDiverged(
-                    f"training diverged at epoch {epoch}: {bad} of {len(pred['prob'])} validation outputs are "
-                    f"NaN/inf; {_kept(epoch, latest_path)}. Try: {DIVERGED_HINT}.",
-                    epoch,
-                    len(loader),
-                )
-            auc, ap = _auc_ap(pred["label"], pred["prob"])
-            val_loss = _focal(config, pred)
-            improved = (math.isfinite(auc) and auc > best_auc) or best_epoch == 0  # strictly better
-            if improved:
-                best_epoch, best_auc = epoch, (auc if math.isfinite(auc) else -math.inf)
-            row.update(val_loss=val_loss, val_ap=ap, val_auc=auc, is_best=bool(improved))
-            row["seconds"] = time.perf_counter() - epoch_start
-            history.append(row)
-            state = dict(
-                optimizer=optimizer,
-                scheduler=scheduler,
-                scaler=scaler,
-                epoch=epoch,
-                best_epoch=best_epoch,
-                best_val_auc=best_auc if math.isfinite(best_auc) else math.nan,
-                config=config.to_dict(),
-                history=history,
-            )
-            ckpt = make_checkpoint(model, **state)
-            if improved:
-                save_checkpoint(
-                    best_path, ckpt
-                )  # best before latest: a crash between the two stays consistent
-            save_checkpoint(latest_path, ckpt)
-            _write_history(run_dir, history)
-            if writer is not None:
-                for key in (
-                    "train_loss",
-                    "train_focal",
-                    "train_dice3",
-                    "train_dice4",
-                    "val_loss",
-                    "val_ap",
-                    "val_auc",
-                    "lr",
-                ):
-                    if isinstance(row.get(key), float) and math.isfinite(row[key]):
-                        writer.add_scalar(key.replace("_", "/", 1), row[key], epoch)
-                writer.flush()
-            epoch_bar.set_postfix(val_auc=f"{auc:.3f}", best=best_epoch)
-            log(
-                f"epoch {epoch}/{config.epochs}: loss {row['train_loss']:.4f}, val AUC {auc:.4f}, AP {ap:.4f}, "
-                f"lr {lr:.3g}, {row['seconds']:.1f} s{' *' if improved else ''}"
-            )
-        distributed.barrier()
-    epoch_bar.close()
-    if writer is not None:
-        writer.close()
+        except _NonFiniteLoss as err:
+            raise TrainingDiverged(
+                f"training diverged at epoch {epoch}, batch {index}/{len(loader)}: loss = {err.parts['total']} "
+                f"(focal {err.parts['focal']}, dice3 {err.parts['dice3']}, dice4 {err.parts['dice4']}); "
+                f"{_kept(epoch, run.latest_path)}. Try: {DIVERGED_HINT}"
+                f"{', or precision fp32' if run.precision != 'fp32' else ''}.",
+                epoch,
+                index,
+            ) from None
+        n = len(batch["label"])
+        sums += torch.tensor(
+            [parts["total"] * n, parts["focal"] * n, parts["dice3"] * n, parts["dice4"] * n, n]
+        )
+        batch_bar.set_postfix(loss=f"{parts['total']:.4f}")
+    batch_bar.close()
+    _check_finite_weights(run.model, epoch, len(loader), run.latest_path)
+    distributed.all_reduce_sum(sums)
+    run.scheduler.step()
+    images = max(sums[4].item(), 1.0)
+    return {
+        "epoch": epoch,
+        "lr": lr,
+        "train_loss": sums[0].item() / images,
+        "train_focal": sums[1].item() / images,
+        "train_dice3": sums[2].item() / images,
+        "train_dice4": sums[3].item() / images,
+        "train_images": int(sums[4].item()),
+    }
 
-    # --- evaluation of the best checkpoint (rank 0) ---
-    test_metrics: dict[str, dict[str, Any]] = {}
-    if info.is_main:
-        best = load_checkpoint(best_path)
-        eval_model = build_model_for(config.replace(weights=None)).to(device)
-        load_model_weights(eval_model, best["model"], source=best_path)
-        if config.channels_last:
-            eval_model = eval_model.to(memory_format=torch.channels_last)
-        default_splits = config.eval_splits is None
-        for split in eval_names:
-            test_metrics[split] = _evaluate_split(
-                config,
-                eval_model,
-                root,
-                split,
-                run_dir,
-                device,
-                precision,
-                per_rank_batch,
-                best["epoch"],
-                default_splits,
-                log,
-            )
-        test_metrics = {k: v for k, v in test_metrics.items() if v is not None}
-        best_epoch = best["best_epoch"]
-        best_auc = best["best_val_auc"]
-    distributed.barrier()
-    seconds = time.perf_counter() - t0
-    if info.is_main:
-        log(f"done in {seconds:.0f} s: best epoch {best_epoch}, val AUC {best_auc:.4f}; run folder {run_dir}")
-    return RunResult(run_dir, int(best_epoch), float(best_auc), history, test_metrics, seconds)
+
+# ------------------------------------------------------------------------------------ phase 3: validation
+def _validate(run: _Run, row: dict[str, Any], epoch_start: float) -> bool:
+    """Validation AUC / AP / focal loss into ``row`` (appended to the history); whether the epoch is the best."""
+    config, epoch = run.config, row["epoch"]
+    val_loader = make_loader(
+        config,
+        run.val_ds,
+        sampler=SequentialSampler(run.val_ds),
+        batch_size=run.per_rank_batch,
+        device=run.device,
+        seed=0,
+    )
+    pred = predict_loader(
+        unwrap_model(run.train_model),
+        val_loader,
+        device=run.device,
+        precision=run.precision,
+        channels_last=config.channels_last,
+    )
+    if not np.isfinite(pred["prob"]).all():  # e.g. BatchNorm statistics blown up by a huge lr
+        bad = int((~np.isfinite(pred["prob"])).sum())
+        raise TrainingDiverged(
+            f"training diverged at epoch {epoch}: {bad} of {len(pred['prob'])} validation outputs are NaN/inf; "
+            f"{_kept(epoch, run.latest_path)}. Try: {DIVERGED_HINT}.",
+            epoch,
+            0,
+        )
+    auc, ap = _auc_ap(pred["label"], pred["prob"])
+    improved = (math.isfinite(auc) and auc > run.best_auc) or run.best_epoch == 0  # strictly better
+    if improved:
+        run.best_epoch, run.best_auc = epoch, (auc if math.isfinite(auc) else -math.inf)
+    row.update(val_loss=_focal(config, pred), val_ap=ap, val_auc=auc, is_best=bool(improved))
+    row["seconds"] = time.perf_counter() - epoch_start
+    run.history.append(row)
+    return improved
+
+
+# ------------------------------------------------------------------------------------ phase 4: checkpoints
+_TENSORBOARD_KEYS = (
+    "train_loss",
+    "train_focal",
+    "train_dice3",
+    "train_dice4",
+    "val_loss",
+    "val_ap",
+    "val_auc",
+    "lr",
+)
+
+
+def _save_checkpoints(run: _Run, row: dict[str, Any], improved: bool) -> None:
+    """best.pt (when improved) before latest.pt, so a crash between the two leaves a consistent pair; history."""
+    ckpt = make_checkpoint(
+        run.model,
+        optimizer=run.optimizer,
+        scheduler=run.scheduler,
+        scaler=run.scaler,
+        epoch=row["epoch"],
+        best_epoch=run.best_epoch,
+        best_val_auc=run.best_auc if math.isfinite(run.best_auc) else math.nan,
+        config=run.config.to_dict(),
+        history=run.history,
+    )
+    if improved:
+        save_checkpoint(run.best_path, ckpt)
+    save_checkpoint(run.latest_path, ckpt)
+    _write_history(run.run_dir, run.history)
+    if run.writer is not None:
+        for key in _TENSORBOARD_KEYS:
+            if isinstance(row.get(key), float) and math.isfinite(row[key]):
+                run.writer.add_scalar(key.replace("_", "/", 1), row[key], row["epoch"])
+        run.writer.flush()
+
+
+# ------------------------------------------------------------------------------- phase 5: final evaluation
+def _evaluate_best(run: _Run) -> dict[str, dict[str, Any]]:
+    """Predictions and metrics of best.pt on every evaluation split (absent optional splits are skipped)."""
+    config = run.config
+    best = load_checkpoint(run.best_path)
+    eval_model = build_model_for(config.replace(weights=None)).to(run.device)
+    load_model_weights(eval_model, best["model"], source=run.best_path)
+    if config.channels_last:
+        eval_model = eval_model.to(memory_format=torch.channels_last)
+    metrics = {}
+    for split in config.splits[2]:
+        metrics[split] = _evaluate_split(
+            config,
+            eval_model,
+            run.root,
+            split,
+            run.run_dir,
+            run.device,
+            run.precision,
+            run.per_rank_batch,
+            best["epoch"],
+            config.eval_splits is None,
+            run.log,
+        )
+    run.best_epoch, run.best_auc = best["best_epoch"], best["best_val_auc"]
+    return {k: v for k, v in metrics.items() if v is not None}
 
 
 def _kept(epoch: int, latest_path: Path) -> str:
@@ -873,7 +826,7 @@ def _evaluate_split(
             return None
         raise
     dataset = make_dataset(config, samples, train=False)
-    loader = _loader(
+    loader = make_loader(
         config, dataset, sampler=SequentialSampler(dataset), batch_size=batch_size, device=device, seed=0
     )
     pred = predict_loader(

@@ -1,3 +1,13 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3 (attnmel)
+#     language: python
+#     name: python3
+#   language_info:
+#     name: python
+# ---
+
 # %% [markdown]
 # # 2. Architecture: AttnMel-CNN and its baselines
 #
@@ -61,7 +71,7 @@ print(inspect.getsource(models.attention.AttentionBlock.forward))
 # authors' released code; removing VGG-16's dense layers saves about 119 M parameters.
 
 # %%
-reference_counts = {  # from the authors' released code (REFERENCE_NOTES.md), 2 classes
+reference_counts = {  # from the authors' released code (docs/REFERENCE.md, Model), 2 classes
     "attnmel_cnn": 15_184_964,
     "mel_cnn": 14_725_698,
     "vgg16_gap": 14_724_162,

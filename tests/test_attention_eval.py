@@ -293,3 +293,20 @@ def test_overlay_accepts_normalised_chw_tensors():
     assert out.shape == (8, 8, 3) and (out == 128).all()
     with pytest.raises(ValueError, match="attention must be"):
         overlay(chw, torch.rand(2, 4, 4), mean=mean, std=std)
+
+
+def test_grad_cam_moved_to_saliency_and_re_exported():
+    saliency = pytest.importorskip("attnmel.saliency")
+    assert grad_cam is saliency.grad_cam
+
+
+def test_grad_cam_equals_cam_for_gap_on_resnet50():
+    """The identity holds on any backbone: Grad-CAM at the global tap (layer4) is relu(CAM) / (h w)."""
+    models = pytest.importorskip("attnmel.models")
+    saliency = pytest.importorskip("attnmel.saliency")
+    torch.manual_seed(0)
+    model = models.vgg16_gap(backbone="resnet50").eval()
+    x = torch.randn(2, 3, 64, 64)
+    maps = saliency.compute_maps(model, x, gradcam=True)
+    assert set(maps) == {"cam", "gradcam"}
+    torch.testing.assert_close(maps["gradcam"], torch.relu(maps["cam"].detach()) / 4, rtol=1e-4, atol=1e-6)

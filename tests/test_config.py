@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -29,7 +30,7 @@ def test_defaults_are_the_papers_protocol() -> None:
     ("changes", "needle"),
     [
         ({"model": "resnet50"}, "TrainConfig.model = 'resnet50' is not allowed; choose one of"),
-        ({"dataset": "ph2"}, "TrainConfig.dataset"),
+        ({"dataset": "ham10000"}, "TrainConfig.dataset"),
         ({"roi": "lesions"}, "'lesions'"),
         ({"sampler": "balanced"}, "TrainConfig.sampler"),
         ({"precision": "fp8"}, "TrainConfig.precision"),
@@ -93,7 +94,8 @@ def test_unknown_keys_are_a_clear_error(tmp_path) -> None:
         TrainConfig.from_json(bad)
 
 
-def test_presets() -> None:
+def test_presets(monkeypatch) -> None:
+    monkeypatch.setenv("ATTNMEL_ISIC2017_ROOT", "/data/isic2017")  # the real-data presets name no folder
     assert set(PRESETS) == {"smoke", "smoke-mini", "isic2017-cpu", "paper"}
     mini = TrainConfig.from_preset("smoke-mini")
     assert mini.dataset == "synthetic" and mini.image_size < 96 and mini.epochs <= 5
@@ -102,6 +104,7 @@ def test_presets() -> None:
     assert 96 <= smoke.image_size <= 128 and smoke.epochs <= 10
     cpu = TrainConfig.from_preset("isic2017-cpu")
     assert (cpu.dataset, cpu.image_size, cpu.device, cpu.precision) == ("isic2017", 128, "cpu", "auto")
+    assert cpu.data_root == "/data/isic2017"
     paper = TrainConfig.from_preset("paper")
     assert (paper.image_size, paper.weights, paper.epochs, paper.batch_size) == (224, "IMAGENET1K_V1", 50, 32)
     assert paper.device == "cuda" and paper.sampler == "oversample" and paper.oversample == 4
@@ -115,3 +118,49 @@ def test_synthetic_data_root_defaults_under_runs_root() -> None:
     assert str(c.resolved_data_root()).startswith("/r/data/synthetic-n100-s64")
     assert str(TrainConfig(data_root="/d").resolved_data_root()) == "/d"
     assert TrainConfig(cache=False).resolved_cache_dir() is None
+
+
+def _parameter_cells() -> dict[str, dict[str, str]]:
+    """chapter -> {parameter: its comment} from each notebooks/*.py parameters cell."""
+    import re
+
+    cells = {}
+    for path in sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9]*.py")):
+        text = path.read_text(encoding="utf-8")
+        cell = text.split('# %% tags=["parameters"]', 1)[1].split("# %%", 1)[0]
+        cells[path.stem] = dict(re.findall(r"^(\w+) = .*?  # (.*)$", cell, re.MULTILINE))
+    return cells
+
+
+def _alternatives(comment: str) -> list[str]:
+    """``"a | b | c (a note)"`` -> ``["a", "b", "c"]``."""
+    return [o.strip() for o in comment.split(" (", 1)[0].split(" | ")]
+
+
+def test_help_and_allowed_values_have_one_source_used_by_config_cli_and_chapters() -> None:
+    from attnmel.book import PROFILES
+    from attnmel.cli import build_parser
+    from attnmel.config import field_choices, field_help, fields
+
+    for f in fields():  # every field declares its help text (the CLI shows nothing else)
+        assert field_help(f.name).strip(), f.name
+    train = next(a for a in build_parser()._subparsers._group_actions[0].choices.items() if a[0] == "train")[
+        1
+    ]
+    helps = {a.dest: a.help for a in train._actions}
+    assert "{oversample, weighted, none}" in helps["field_sampler"]
+    assert helps["field_passes_per_epoch"].startswith("passes over the training list per epoch")
+    cells = _parameter_cells()
+    assert len(cells) == 6
+    for chapter, params in cells.items():
+        assert _alternatives(params["profile"]) == list(PROFILES), chapter
+        for name, comment in params.items():
+            options = field_choices(name) if name in {f.name for f in fields()} else None
+            if options is not None and " | " in comment:  # a chapter listing allowed values lists these
+                assert _alternatives(comment) == [str(o) for o in options], (chapter, name)
+
+
+def test_model_and_backbone_must_fit_at_config_time() -> None:
+    with pytest.raises(ValueError, match="model 'vgg16' does not take backbone 'resnet50'"):
+        TrainConfig(model="vgg16", backbone="resnet50")
+    assert TrainConfig(model="attnmel_cnn", backbone="resnet50").backbone == "resnet50"

@@ -24,7 +24,7 @@ from attnmel.models import (
 from attnmel.saliency import binarise, class_activation_map, minmax_normalise, upsample_map
 
 BUILDERS = {"attnmel_cnn": attnmel_cnn, "mel_cnn": mel_cnn, "vgg16_gap": vgg16_gap, "vgg16": vgg16}
-PARAMS_2_CLASSES = {  # REFERENCE_NOTES.md, measured on the authors' code
+PARAMS_2_CLASSES = {  # docs/REFERENCE.md (Model), measured on the authors' code
     "attnmel_cnn": 15_184_964,
     "mel_cnn": 14_725_698,
     "vgg16_gap": 14_724_162,
@@ -209,8 +209,10 @@ def test_initialisation_follows_reference():
 def test_builders_are_keyword_only_and_validate_arguments():
     with pytest.raises(TypeError):
         attnmel_cnn("vgg16_bn")  # type: ignore[misc]
-    with pytest.raises(ValueError, match="backbone"):
-        mel_cnn(backbone="resnet50")
+    with pytest.raises(ValueError, match="backbone must be one of .* got 'resnet18'"):
+        mel_cnn(backbone="resnet18")
+    with pytest.raises(ValueError, match="model 'vgg16' does not take backbone 'resnet50'"):
+        vgg16(backbone="resnet50")
     with pytest.raises(ValueError, match="num_classes"):
         vgg16_gap(num_classes=1)
     with pytest.raises(ValueError, match="normalize"):

@@ -54,6 +54,43 @@ def test_chapter_has_a_parameters_cell_with_the_common_parameters(py_path):
         assert f"{name} = " in tagged[0].source, f"{py_path.name}: parameter {name!r} missing"
 
 
+def py_header(py_path: Path) -> dict:
+    """The YAML header of a py:percent file (the ``# ---`` block jupytext writes), or {} when there is none."""
+    lines = py_path.read_text(encoding="utf-8").splitlines()
+    if not lines or lines[0] != "# ---":
+        return {}
+    end = lines.index("# ---", 1)
+    return yaml.safe_load("\n".join(line.removeprefix("# ") for line in lines[1:end])) or {}
+
+
+@pytest.mark.parametrize("py_path", SOURCES, ids=lambda p: p.stem)
+def test_both_files_of_a_pair_name_the_kernel_and_language(py_path):
+    """papermill (``-k`` or not, ``--help-notebook``) and JupyterLab take the kernel from the notebook itself."""
+    from papermill.utils import nb_kernel_name, nb_language
+
+    ipynb_path = py_path.with_suffix(".ipynb")
+    for name, notebook in (
+        (py_path.name, jupytext.read(py_path)),
+        (ipynb_path.name, nbformat.read(ipynb_path, 4)),
+    ):
+        assert nb_kernel_name(notebook) == "python3", f"{name}: kernelspec.name should be python3"
+        assert nb_language(notebook) == "python", (
+            f"{name}: no language (run `jupytext --sync {py_path.name}`)"
+        )
+        assert notebook.metadata.kernelspec.get("language") == "python", name
+        assert notebook.metadata.kernelspec.get("display_name"), f"{name}: nbformat requires a display_name"
+
+
+@pytest.mark.parametrize("py_path", SOURCES, ids=lambda p: p.stem)
+def test_py_header_keeps_only_the_kernelspec_and_the_language_name(py_path):
+    """jupytext.toml's notebook_metadata_filter strips everything else (versions, widgets, jupytext's own)."""
+    header = py_header(py_path)
+    assert set(header) == {"jupyter"}, f"{py_path.name}: unexpected header {header}"
+    assert set(header["jupyter"]) == {"kernelspec", "language_info"}, f"{py_path.name}: {header['jupyter']}"
+    assert header["jupyter"]["language_info"] == {"name": "python"}
+    assert set(header["jupyter"]["kernelspec"]) <= {"name", "display_name", "language"}
+
+
 @pytest.mark.parametrize("py_path", SOURCES, ids=lambda p: p.stem)
 def test_ipynb_is_committed_without_outputs(py_path):
     notebook = nbformat.read(py_path.with_suffix(".ipynb"), as_version=4)

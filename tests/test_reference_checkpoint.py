@@ -17,7 +17,7 @@ import torchvision
 from attnmel.io import atomic_torch_save, atomic_write_bytes
 from attnmel.models import ReferenceCheckpointError, load_reference_checkpoint
 
-# The authors' cut of torchvision's vgg16_bn ``features`` into conv_block1..5 (REFERENCE_NOTES.md).
+# The authors' cut of torchvision's vgg16_bn ``features`` into conv_block1..5 (docs/REFERENCE.md, Model).
 _CUTS = ((0, 6), (7, 13), (14, 23), (24, 33), (34, 43))
 
 

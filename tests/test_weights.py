@@ -9,7 +9,7 @@ from urllib.error import URLError
 import pytest
 import torch
 import torchvision
-from torchvision.models import VGG16_BN_Weights, VGG16_Weights
+from torchvision.models import ResNet50_Weights, VGG16_BN_Weights, VGG16_Weights
 
 from attnmel.io import atomic_torch_save
 from attnmel.models import (
@@ -190,3 +190,35 @@ def test_dense_vgg16_takes_fc6_fc7_but_not_the_output_layer(torch_home):
     assert torch.equal(ours["classifier.3.bias"], state["classifier.3.bias"])
     assert ours["classifier.6.weight"].shape == (2, 4096)
     assert torch.equal(ours["classifier.6.bias"], torch.zeros(2))
+
+
+@pytest.mark.parametrize(
+    ("builder", "weights"),
+    [
+        (attnmel_cnn, "IMAGENET1K_V1"),
+        (mel_cnn, ResNet50_Weights.IMAGENET1K_V2),
+        (vgg16_gap, "DEFAULT"),  # ResNet50_Weights.DEFAULT is IMAGENET1K_V2
+    ],
+)
+def test_resnet50_weights_from_hub_cache(torch_home, builder, weights):
+    """ResNet-50: torchvision's own key names under ``features.``, fc left out, through the same hub cache."""
+    state = _torchvision_state_dict("resnet50", prefixes=("conv1.", "bn1.", "layer"))
+    enum = ResNet50_Weights[weights] if isinstance(weights, str) else weights
+    atomic_torch_save(state, imagenet_checkpoint_path(enum))
+    torch.manual_seed(0)
+    model = builder(backbone="resnet50", weights=weights)
+    _check_backbone(model, state)
+    assert set(model.imagenet_key_map()) == set(state)  # every backbone key, nothing of fc
+    head = model.classifier
+    assert head.weight.std().item() == pytest.approx(0.01, rel=0.2) and torch.equal(head.bias, torch.zeros(2))
+
+
+def test_resnet50_missing_weights_and_wrong_family(torch_home):
+    with pytest.raises(WeightsNotFoundError) as info:
+        attnmel_cnn(backbone="resnet50", weights="IMAGENET1K_V2")
+    assert imagenet_checkpoint_path(ResNet50_Weights.IMAGENET1K_V2).name in str(info.value)
+    with pytest.raises(ValueError, match="ResNet50_Weights"):
+        mel_cnn(backbone="resnet50", weights=VGG16_BN_Weights.IMAGENET1K_V1)
+    vgg_state = atomic_torch_save(_torchvision_state_dict("vgg16_bn"), torch_home / "vgg.pth")
+    with pytest.raises(WeightsError, match="backbone keys"):
+        mel_cnn(backbone="resnet50", weights=vgg_state)

@@ -2,85 +2,84 @@
 
 See ``docs/DESIGN.md`` (Data) for the contracts: readers return a :class:`SampleList` of frozen
 :class:`Sample` records paired by image id; :class:`LesionDataset` turns them into dicts of tensors.
+
+Names are imported on first use (PEP 562), so ``attnmel.data.registry`` and ``attnmel.config`` stay cheap to
+import: nothing here pulls in torch until a reader, dataset or transform is used.
 """
 
-from .cache import PreprocessCache
-from .dataset import ROI_KINDS, LesionDataset, read_sample
-from .dermo import DERMO_THRESHOLD, FEATURE_NAMES, dermo_roi, load_features, load_superpixels
-from .images import image_size, load_mask, load_rgb
-from .isic import ISIC2016_SPLITS, ISIC2017_SPLITS, isic2016, isic2017, isic2017_splits
-from .ph2 import ph2
-from .preview import preview_sample, training_views
-from .samples import DataError, Sample, SampleList, unwrap_worker_error
-from .sampling import class_weights, oversample, stratified_split, weighted_sampler
-from .stats import NormStats, normalisation_stats
-from .summary import artifact_table, split_summary
-from .synthetic import make_synthetic
-from .transforms import (
-    ISIC2016_MEAN,
-    ISIC2016_STD,
-    ISIC2017_MEAN,
-    ISIC2017_STD,
-    BinariseMasks,
-    CentreCropFraction,
-    Preprocess,
-    RandomRotate90,
-    default_resize,
-    eval_geometry,
-    eval_transform,
-    preprocess_transform,
-    split_preprocess,
-    train_geometry,
-    train_transform,
-)
+from __future__ import annotations
 
-__all__ = [
-    "preview_sample",
-    "training_views",
-    "split_summary",
-    "artifact_table",
-    "train_geometry",
-    "eval_geometry",
-    "DataError",
-    "unwrap_worker_error",
-    "Sample",
-    "SampleList",
-    "isic2017",
-    "isic2016",
-    "isic2017_splits",
-    "ISIC2017_SPLITS",
-    "ISIC2016_SPLITS",
-    "ph2",
-    "make_synthetic",
-    "LesionDataset",
-    "read_sample",
-    "ROI_KINDS",
-    "PreprocessCache",
-    "dermo_roi",
-    "load_features",
-    "load_superpixels",
-    "FEATURE_NAMES",
-    "DERMO_THRESHOLD",
-    "load_rgb",
-    "load_mask",
-    "image_size",
-    "oversample",
-    "weighted_sampler",
-    "class_weights",
-    "stratified_split",
-    "NormStats",
-    "normalisation_stats",
-    "ISIC2017_MEAN",
-    "ISIC2017_STD",
-    "ISIC2016_MEAN",
-    "ISIC2016_STD",
-    "train_transform",
-    "eval_transform",
-    "preprocess_transform",
-    "default_resize",
-    "split_preprocess",
-    "Preprocess",
-    "CentreCropFraction",
-    "RandomRotate90",
-    "BinariseMasks",
-]
+import importlib
+from typing import Any
+
+# public name -> submodule that defines it
+_EXPORTS: dict[str, str] = {
+    "PreprocessCache": "cache",
+    "ROI_KINDS": "dataset",
+    "LesionDataset": "dataset",
+    "read_sample": "dataset",
+    "DERMO_THRESHOLD": "dermo",
+    "FEATURE_NAMES": "dermo",
+    "dermo_roi": "dermo",
+    "load_features": "dermo",
+    "load_superpixels": "dermo",
+    "image_size": "images",
+    "load_mask": "images",
+    "load_rgb": "images",
+    "ISIC2016_SPLITS": "isic",
+    "ISIC2017_SPLITS": "isic",
+    "isic2016": "isic",
+    "isic2017": "isic",
+    "isic2017_splits": "isic",
+    "ph2": "ph2",
+    "preview_sample": "preview",
+    "training_views": "preview",
+    "DataError": "samples",
+    "Sample": "samples",
+    "SampleList": "samples",
+    "unwrap_worker_error": "samples",
+    "class_weights": "sampling",
+    "oversample": "sampling",
+    "stratified_split": "sampling",
+    "weighted_sampler": "sampling",
+    "NormStats": "stats",
+    "normalisation_stats": "stats",
+    "artifact_table": "summary",
+    "split_summary": "summary",
+    "make_synthetic": "synthetic",
+    "ISIC2016_MEAN": "registry",
+    "ISIC2016_STD": "registry",
+    "ISIC2017_MEAN": "registry",
+    "ISIC2017_STD": "registry",
+    "BinariseMasks": "transforms",
+    "CentreCropFraction": "transforms",
+    "Preprocess": "transforms",
+    "RandomRotate90": "transforms",
+    "default_resize": "transforms",
+    "eval_geometry": "transforms",
+    "eval_transform": "transforms",
+    "preprocess_transform": "transforms",
+    "split_preprocess": "transforms",
+    "train_geometry": "transforms",
+    "train_transform": "transforms",
+    "DatasetSpec": "registry",
+    "get_dataset": "registry",
+    "list_datasets": "registry",
+    "register_dataset": "registry",
+    "ph2_split": "ph2",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -32,7 +32,7 @@ from .isic import (
 )
 from .samples import DataError, SampleList
 
-__all__ = ["ph2", "PH2_TABLE", "PH2_IMAGES"]
+__all__ = ["ph2", "ph2_split", "PH2_TABLE", "PH2_IMAGES"]
 
 PH2_TABLE = "PH2_dataset.txt"
 PH2_IMAGES = "PH2 Dataset images"
@@ -137,3 +137,12 @@ def ph2(root: str | os.PathLike, *, missing: Missing = "error", verify: bool = F
         meta={"root": str(root)},
         verify=verify,
     )
+
+
+def ph2_split(
+    root: str | os.PathLike, split: str = "Test", *, missing: Missing = "error", verify: bool = False
+) -> SampleList:
+    """:func:`ph2` with the ``(root, split)`` signature of the other readers; PH2's only split is ``Test``."""
+    if split != "Test":
+        raise DataError(f"PH2 has one split, 'Test' (the whole set); got {split!r}")
+    return ph2(root, missing=missing, verify=verify)

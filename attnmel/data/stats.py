@@ -1,4 +1,4 @@
-"""Per-dataset normalisation statistics, computed the way the authors did (REFERENCE_NOTES.md, Data).
+"""Per-dataset normalisation statistics, computed the way the authors did (docs/REFERENCE.md, Data).
 
 The authors normalise with statistics of their own training set, not ImageNet's: the channel mean over all
 pixels, and as "std" the **mean of the per-image channel standard deviations**, both measured on the augmented

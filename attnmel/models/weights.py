@@ -1,8 +1,8 @@
-"""ImageNet initialisation of the VGG-16 backbones, through torchvision's weights API or a local file.
+"""ImageNet initialisation of the backbones, through torchvision's weights API or a local file.
 
 The paper fine-tunes an ImageNet-trained VGG-16 (the authors' code: torchvision ``vgg16_bn``). We take the
-weights that torchvision publishes (``VGG16_BN_Weights.IMAGENET1K_V1``, ``VGG16_Weights.IMAGENET1K_V1``) but
-never download them behind the user's back: a builder called with ImageNet weights reads the file from the
+weights that torchvision publishes (each backbone names its enum in :mod:`attnmel.models.registry`:
+``VGG16_BN_Weights``, ``VGG16_Weights``, ``ResNet50_Weights``) but never download them behind the user's back: a builder called with ImageNet weights reads the file from the
 torch hub cache (``torch.hub.get_dir()/checkpoints/<file name from the weights URL>``), and when it is not
 there raises :class:`WeightsNotFoundError` saying where to put it and how to train from scratch instead.
 :func:`fetch_imagenet_weights` downloads it on purpose. A local torchvision-layout state-dict file works too.
@@ -24,7 +24,9 @@ from urllib.error import URLError
 from urllib.parse import urlparse
 
 import torch
-from torchvision.models import VGG16_BN_Weights, VGG16_Weights, WeightsEnum
+from torchvision.models import WeightsEnum
+
+from . import registry
 
 if TYPE_CHECKING:
     from torch import nn
@@ -43,7 +45,10 @@ __all__ = [
 
 WeightsArg = Union[None, str, os.PathLike, WeightsEnum]  # noqa: UP007 (runtime alias, Python 3.10)
 
-IMAGENET_WEIGHTS: dict[str, type[WeightsEnum]] = {"vgg16_bn": VGG16_BN_Weights, "vgg16": VGG16_Weights}
+# backbone name -> torchvision weights enum, from the registry
+IMAGENET_WEIGHTS: dict[str, type[WeightsEnum]] = {
+    name: registry.weights_enum(name) for name in registry.list_backbones()
+}
 
 
 class WeightsError(RuntimeError):
@@ -66,9 +71,7 @@ def resolve_weights(weights: WeightsArg, backbone: str) -> WeightsEnum | Path | 
     """
     if weights is None:
         return None
-    if backbone not in IMAGENET_WEIGHTS:
-        raise ValueError(f"backbone must be one of {tuple(IMAGENET_WEIGHTS)}, got {backbone!r}")
-    family = IMAGENET_WEIGHTS[backbone]
+    family = registry.weights_enum(backbone)
     if isinstance(weights, WeightsEnum):
         if not isinstance(weights, family):
             raise ValueError(
@@ -114,9 +117,11 @@ def _missing_message(weights: WeightsEnum, backbone: str) -> str:
     )
 
 
-def fetch_imagenet_weights(backbone: str = "vgg16_bn", *, progress: bool = True) -> Path:
+def fetch_imagenet_weights(
+    backbone: str = "vgg16_bn", *, weights_name: str = "IMAGENET1K_V1", progress: bool = True
+) -> Path:
     """Download the torchvision ImageNet weights of ``backbone`` into the torch hub cache; return the file."""
-    weights = resolve_weights("IMAGENET1K_V1", backbone)
+    weights = resolve_weights(weights_name, backbone)
     assert isinstance(weights, WeightsEnum)
     path = imagenet_checkpoint_path(weights)
     if path.is_file():
@@ -158,7 +163,7 @@ def _apply(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> 
     missing = [k for k in required if k not in state]
     if missing:
         raise WeightsError(
-            f"{source} lacks {len(missing)} of the {len(required)} VGG keys this model needs "
+            f"{source} lacks {len(missing)} of the {len(required)} backbone keys this model needs "
             f"(torchvision layout), e.g. {missing[:3]}"
         )
     mismatched = [
