@@ -10,14 +10,18 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.attnmel-installed
 PROFILE ?= smoke
 DATA    ?=
+ISIC2016 ?=
+PH2     ?=
 DEVICE  ?= auto
 PYTEST_ARGS ?=
 
-.PHONY: help setup book test lint format lab bench browser clean
+.PHONY: help setup book test test-fast lint format lab bench browser clean
 
 help:
-	@echo "make book   [PROFILE=smoke|isic2017-cpu|paper] [DATA=path] [DEVICE=auto|cpu|cuda]  build the HTML book"
+	@echo "make book   [PROFILE=smoke|isic2017-cpu|paper] [DATA=path] [ISIC2016=path] [PH2=path] [DEVICE=auto|cpu|cuda]"
+	@echo "            run every chapter and build the HTML book (PH2: a PH2 column in Table 2)"
 	@echo "make test   lint + unit tests + every chapter under the smoke profile + a browser check of the book"
+	@echo "make test-fast  lint + the unit tests only (no chapters, no browser, nothing marked slow)"
 	@echo "make lint   ruff"
 	@echo "make lab    JupyterLab on notebooks/ (rooted at the repository, so pairs stay in sync)"
 	@echo "make bench  speed benchmarks (benchmarks/), not part of make test"
@@ -44,7 +48,8 @@ $(STAMP): pyproject.toml
 
 book: $(STAMP)
 	@echo "==> [book] profile=$(PROFILE) data=$(if $(DATA),$(DATA),<synthetic>) device=$(DEVICE)"
-	$(PY) -m attnmel book --profile "$(PROFILE)" $(if $(DATA),--data "$(DATA)") --device "$(DEVICE)"
+	$(PY) -m attnmel book --profile "$(PROFILE)" $(if $(DATA),--data "$(DATA)") --device "$(DEVICE)" \
+	  $(if $(ISIC2016),--isic2016 "$(ISIC2016)") $(if $(PH2),--ph2 "$(PH2)")
 
 lint: $(STAMP)
 	@echo "==> [lint] ruff"
@@ -63,9 +68,28 @@ browser:
 	  ( $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null ) \
 	    || echo "==> [browser] could not install chromium: the rendering test will be skipped"; }
 
+# The unit tests alone, for the edit-test loop: chapters, the browser check and tests marked slow are left out.
+test-fast: $(STAMP) lint
+	@echo "==> [test-fast] pytest -m 'not slow and not notebook and not browser'"
+	$(PY) -m pytest -m "not slow and not notebook and not browser" $(PYTEST_ARGS)
+
+# After the suite, nbval re-executes the cheap chapters (01 data, 02 architecture, 06 reproducibility; not the
+# training ones) that tests/test_chapters.py executed into build/executed, and checks they still run clean
+# (--nbval-lax: no errors; outputs compared only in cells marked NBVAL_CHECK_OUTPUT).
+NBVAL_DIR      := build/executed
+NBVAL_CHAPTERS := 01 02 06
 test: $(STAMP) lint browser
 	@echo "==> [test] pytest (unit tests, every chapter with the smoke profile, browser rendering)"
+	@rm -rf $(NBVAL_DIR)
 	$(PY) -m pytest $(PYTEST_ARGS)
+	@set -e; notebooks=""; \
+	for n in $(NBVAL_CHAPTERS); do for f in $(NBVAL_DIR)/$${n}_*.ipynb; do [ -e "$$f" ] && notebooks="$$notebooks $$f"; done; done; \
+	if [ -n "$$notebooks" ]; then \
+	  echo "==> [test] nbval --nbval-lax on the executed chapters$$notebooks"; \
+	  $(PY) -m pytest --nbval-lax -p no:cacheprovider -q $$notebooks; \
+	else \
+	  echo "==> [test] nbval skipped: no executed chapters in $(NBVAL_DIR) (tests/test_chapters.py writes them; deselected?)"; \
+	fi
 
 # Rooted at the repository, so jupytext finds jupytext.toml and a save writes both files of a pair; the file
 # browser opens on notebooks/. --allow-root only where Jupyter runs as root (containers).

@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from attnmel.io import atomic_write_json
+from attnmel.progress import ENV_VAR as PROGRESS_ENV
 
 __all__ = [
     "PROFILES",
     "ChapterRun",
     "chapter_paths",
     "chapter_parameters",
+    "declared_parameters",
     "execute_chapter",
     "execute_chapters",
     "build_html",
@@ -36,7 +38,8 @@ __all__ = [
     "repo_root",
 ]
 
-PROFILES = ("smoke", "isic2017-cpu", "paper")
+# Every preset is a profile: smoke-mini runs every chapter under the smallest preset (the quickest book).
+PROFILES = ("smoke", "smoke-mini", "isic2017-cpu", "paper")
 KERNEL_NAME = "python3"
 TIMINGS_FILE = "book_timings.json"
 CHAPTER_TIMEOUT_S = 3 * 3600  # per cell; the paper profile trains for hours on a GPU
@@ -76,16 +79,39 @@ def chapter_parameters(
     data_root: str | None = None,
     device: str = "auto",
     runs_dir: str | os.PathLike = "runs",
+    *,
+    isic2016_root: str | os.PathLike | None = None,
+    ph2_root: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """The papermill parameters every chapter understands."""
+    """The papermill parameters of the book: the four every chapter takes, and the extra datasets.
+
+    ``isic2016_root`` (Table 1) and ``ph2_root`` (the external PH2 column of Table 2) go only to the chapters
+    that declare them (:func:`execute_chapter` passes a chapter the parameters its cell declares).
+    """
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
-    return {
+    parameters = {
         "profile": profile,
         "data_root": str(data_root) if data_root else "",
         "device": device,
         "runs_dir": str(Path(runs_dir).resolve()),
     }
+    for name, folder in (("isic2016_root", isic2016_root), ("ph2_root", ph2_root)):
+        if folder:
+            if not Path(folder).is_dir():
+                raise FileNotFoundError(f"{name}: {folder} is not a folder")
+            parameters[name] = str(Path(folder).resolve())
+    return parameters
+
+
+def declared_parameters(notebook: Any) -> set[str]:
+    """Names assigned in the notebook's ``parameters`` cell (what papermill may override)."""
+    import re
+
+    for cell in notebook.cells:
+        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
+            return set(re.findall(r"^([A-Za-z_]\w*)\s*=", cell.source, re.MULTILINE))
+    return set()
 
 
 def execute_chapter(
@@ -102,12 +128,18 @@ def execute_chapter(
     source, output = Path(source), Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     notebook = jupytext.read(source)
+    declared = declared_parameters(notebook)
+    parameters = {k: v for k, v in (parameters or {}).items() if k in declared}
     # The chapters carry their kernelspec (jupytext.toml keeps it in the .py header); this is only a fallback.
     notebook.metadata.setdefault(
         "kernelspec", {"name": KERNEL_NAME, "display_name": "Python 3", "language": "python"}
     )
     start = time.perf_counter()
     error = None
+    # The kernel inherits this: no progress bars in an executed chapter (attnmel.progress.watching); ``progress``
+    # is papermill's own bar over the cells, on this terminal
+    saved = os.environ.get(PROGRESS_ENV)
+    os.environ[PROGRESS_ENV] = "0"
     try:
         papermill.execute_notebook(
             notebook,
@@ -120,6 +152,11 @@ def execute_chapter(
         )
     except Exception as exc:  # papermill raises PapermillExecutionError with the cell's traceback
         error = f"{type(exc).__name__}: {exc}"
+    finally:
+        if saved is None:
+            os.environ.pop(PROGRESS_ENV, None)
+        else:
+            os.environ[PROGRESS_ENV] = saved
     return ChapterRun(source.stem, source, output, time.perf_counter() - start, error)
 
 
@@ -189,6 +226,9 @@ def build_book(
     book_dir: str | os.PathLike | None = None,
     runs_dir: str | os.PathLike | None = None,
     log: Callable[[str], None] = print,
+    *,
+    isic2016_root: str | os.PathLike | None = None,
+    ph2_root: str | os.PathLike | None = None,
 ) -> Path:
     """Execute every chapter under ``profile`` and build the HTML book; returns index.html."""
     root = repo_root()
@@ -196,7 +236,9 @@ def build_book(
     runs_dir = Path(runs_dir) if runs_dir else root / "runs" / profile
     executed = book_dir / "executed"
     start = time.perf_counter()
-    parameters = chapter_parameters(profile, data_root, device, runs_dir)
+    parameters = chapter_parameters(
+        profile, data_root, device, runs_dir, isic2016_root=isic2016_root, ph2_root=ph2_root
+    )
     runs = execute_chapters(executed, parameters, log=log)
     failed = [r for r in runs if not r.ok]
     if failed:

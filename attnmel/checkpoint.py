@@ -35,6 +35,8 @@ __all__ = [
     "load_model_weights",
     "rng_state",
     "set_rng_state",
+    "save_safetensors",
+    "load_safetensors",
 ]
 
 FORMAT = "attnmel-checkpoint"
@@ -211,3 +213,69 @@ def load_model_weights(
 
 def _first(items: list[str], n: int = 3) -> str:
     return ", ".join(items[:n]) + (f", ... ({len(items) - n} more)" if len(items) > n else "")
+
+
+# ------------------------------------------------------------------------------------------------ safetensors
+SAFETENSORS_FORMAT = "attnmel-safetensors"
+
+
+def save_safetensors(
+    checkpoint: dict[str, Any], path: str | os.PathLike, extra: dict[str, Any] | None = None
+) -> Path:
+    """The weights of one of our checkpoints as a ``.safetensors`` file (plain tensors only), written atomically.
+
+    The header metadata (strings) names what rebuilds the model: ``format``, ``arch``, ``arch_kwargs`` (JSON),
+    ``epoch``, ``torch_version`` and any ``extra`` (each value JSON-encoded unless it is a string). No pickle is
+    involved on either side: :func:`load_safetensors` reads it back.
+    """
+    import json
+
+    from safetensors.torch import save
+
+    from attnmel.io import atomic_write_bytes
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in checkpoint["model"].items()}
+    metadata = {
+        "format": SAFETENSORS_FORMAT,
+        "arch": str(checkpoint["arch"]),
+        "arch_kwargs": json.dumps(dict(checkpoint.get("arch_kwargs", {})), sort_keys=True),
+        "epoch": str(int(checkpoint.get("epoch", 0))),
+        "torch_version": str(checkpoint.get("torch_version", torch.__version__)),
+    }
+    for key, value in (extra or {}).items():
+        metadata[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return atomic_write_bytes(path, save(tensors, metadata=metadata))
+
+
+def load_safetensors(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, str]]:
+    """Rebuild the model saved by :func:`save_safetensors`: ``(model in eval mode, metadata strings)``."""
+    import json
+
+    from safetensors import SafetensorError, safe_open
+
+    from attnmel.models import build_model
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    device = str(map_location)
+    try:
+        with safe_open(str(path), framework="pt", device=device) as handle:
+            metadata = dict(handle.metadata() or {})
+            state = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - not a dict
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
+    if metadata.get("format") != SAFETENSORS_FORMAT or "arch" not in metadata:
+        raise CheckpointError(
+            f"{path}: not an attnmel safetensors file (no format={SAFETENSORS_FORMAT!r} / arch metadata)"
+        )
+    kwargs = json.loads(metadata.get("arch_kwargs", "{}"))
+    kwargs.pop("weights", None)
+    try:
+        model = build_model(metadata["arch"], **kwargs)
+    except (TypeError, ValueError, KeyError) as err:
+        raise CheckpointError(f"{path}: cannot rebuild {metadata['arch']!r} with {kwargs} ({err})") from None
+    load_model_weights(model, state, source=path, arch=metadata["arch"])
+    return model.to(map_location).eval(), metadata

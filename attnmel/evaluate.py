@@ -29,6 +29,7 @@ from attnmel.config import TrainConfig
 from attnmel.device import autocast, move_batch, resolve_precision, select_device
 from attnmel.io import atomic_write_json
 from attnmel.loaders import split_loader  # re-exported: the chapters build their loaders from here
+from attnmel.progress import bar
 from attnmel.runlock import RunLock
 
 __all__ = ["evaluate_checkpoint", "collect_maps", "split_loader", "config_from_checkpoint", "default_split"]
@@ -53,6 +54,8 @@ def collect_maps(
     precision: str = "fp32",
     keep_images: bool = False,
     gradcam: bool = False,
+    tta: bool = False,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Probabilities, labels, ids, lesion masks and the model's saliency maps over a loader.
 
@@ -61,7 +64,9 @@ def collect_maps(
     (:func:`attnmel.saliency.compute_maps`: ``"pool3"``, ``"pool4"`` attention, or ``"cam"``; tap names on other
     backbones); ``keep_images`` adds ``"image"`` (N, 3, S, S), the normalised inputs as the network saw them,
     and ``gradcam`` adds ``maps["gradcam"]``, Grad-CAM of the melanoma class at the global tap (fp32, with
-    gradients, so it costs a backward pass per batch).
+    gradients, so it costs a backward pass per batch). ``tta``: the probabilities are the mean over the 8 dihedral
+    views (:func:`attnmel.tta.tta_probabilities`); the maps stay those of the untransformed input.
+    ``progress``: a bar over the batches on stderr when someone watches (:func:`attnmel.progress.watching`).
     """
     from attnmel.saliency import GRADCAM, compute_maps, model_grad_cam
 
@@ -69,16 +74,22 @@ def collect_maps(
     ids: list[str] = []
     labels, probs, masks, has_mask, images = [], [], [], [], []
     maps: dict[str, list[torch.Tensor]] = {}
-    for batch in loader:
+    for batch in bar(loader, desc="evaluate", unit="batch", enabled=progress):
         batch = move_batch(batch, device)
         with torch.inference_mode(), autocast(device, precision):
             out = model(batch["image"])
             found = compute_maps(model, batch["image"], out)  # key -> (N, 1, h, w)
+            if tta:
+                from attnmel.tta import tta_probabilities
+
+                prob = tta_probabilities(model, batch["image"], out.logits)  # (N,) mean over 8 views
+            else:
+                prob = torch.softmax(out.logits.float(), dim=1)[:, 1].double()  # (N,)
         if gradcam:
             found[GRADCAM] = model_grad_cam(model, batch["image"])  # (N, 1, h, w), fp32
         for name, value in found.items():
             maps.setdefault(name, []).append(value.float().cpu())
-        probs.append(torch.softmax(out.logits.float(), dim=1)[:, 1].double().cpu())  # (N,)
+        probs.append(prob.cpu())
         labels.append(batch["label"].cpu())
         masks.append(batch["mask"].cpu() > 0.5)  # (N, 1, S, S)
         has_mask.append(torch.as_tensor(batch["has_mask"]).cpu().bool())
@@ -115,6 +126,7 @@ def evaluate_checkpoint(
     plots: bool = True,
     seed: int = 0,
     missing: str = "error",
+    tta: bool = False,
 ) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on ``split`` of ``dataset`` (default: the dataset it was trained on).
 
@@ -129,6 +141,8 @@ def evaluate_checkpoint(
         max_samples: evaluate a seeded subset of this size (quick checks).
         n_boot: bootstrap resamples for the AP / AUC confidence intervals (0 = none).
         missing: ``"error"`` or ``"skip"`` listed images absent from the folder.
+        tta: average the melanoma probability over the 8 dihedral views (flips and 90-degree rotations,
+            :mod:`attnmel.tta`); recorded as ``"tta"`` in the metrics.
 
     Returns:
         The metrics dict written to ``<out_dir>/metrics/<split>.json`` (``out_dir`` included).
@@ -142,7 +156,7 @@ def evaluate_checkpoint(
             return _evaluate(
                 checkpoint, out, dataset, data_root, split, batch_size=batch_size, device=device,
                 precision=precision, num_workers=num_workers, max_samples=max_samples, n_boot=n_boot,
-                threshold=threshold, plots=plots, seed=seed, missing=missing,
+                threshold=threshold, plots=plots, seed=seed, missing=missing, tta=tta,
             )  # fmt: skip
     except DataError as err:
         raise unwrap_worker_error(err) from None
@@ -181,6 +195,7 @@ def _evaluate(
     plots: bool,
     seed: int,
     missing: str,
+    tta: bool = False,
 ) -> dict[str, Any]:
     from attnmel.metrics import summarise, write_predictions_csv
 
@@ -213,7 +228,7 @@ def _evaluate(
         device=dev,
         normalise_as=trained_on or config.dataset,  # the model keeps its own input statistics
     )
-    result = collect_maps(model, loader, device=dev, precision=prec)
+    result = collect_maps(model, loader, device=dev, precision=prec, tta=tta)
     write_predictions_csv(out / "predictions" / f"{split}.csv", result["image_id"], result["prob"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a one-class split: AUC / AP are recorded as null
@@ -226,6 +241,7 @@ def _evaluate(
         arch=ckpt["arch"],
         epoch=int(ckpt["epoch"]),
         image_size=config.image_size,
+        tta=bool(tta),
         out_dir=str(out),
     )
     if result["maps"] and bool(result["has_mask"].any()):

@@ -33,10 +33,20 @@ __all__ = [
     "is_complete",
     "run_or_load",
     "run_variants",
+    "run_seeds",
+    "seed_runs_of",
+    "seeds_table",
+    "seeds_markdown",
+    "evaluate_external",
     "results_table",
     "markdown_table",
     "format_metric",
     "metrics_markdown",
+    "NotARunFolder",
+    "Comparison",
+    "compare_runs",
+    "comparison_markdown",
+    "comparison_csv",
 ]
 
 
@@ -61,7 +71,7 @@ def profile_config(
     training many models use under ``smoke``.
     """
     preset = MANY_RUNS_PRESET.get(profile, profile) if many_runs else profile
-    changes: dict[str, Any] = {"runs_root": str(runs_dir), "progress": False}
+    changes: dict[str, Any] = {"runs_root": str(runs_dir)}  # progress: bars only when someone watches
     changes |= {"data_root": data_root} if data_root else {}
     changes |= {"device": device} if device != "auto" else {}
     changes |= {k: v for k, v in overrides.items() if not (k in ZERO_MEANS_PRESET and v == 0)}
@@ -242,6 +252,122 @@ def run_variants(
     return runs
 
 
+def run_seeds(
+    config: TrainConfig,
+    seeds: Sequence[int],
+    *,
+    reuse: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[int, Run]:
+    """Train ``config`` once per seed into ``<run_dir>/seed-<s>``: the sweep behind ``attnmel train --seeds``.
+
+    Resumable: a finished seed with the same settings is reused, an interrupted one resumed, so a sweep cut
+    short is finished by running the same command again. ``config.run_dir`` (or the folder ``runs_root`` /
+    ``run_name`` name) holds the seeds' folders.
+    """
+    from attnmel.trainer import resolve_run_dir
+
+    if not seeds:
+        raise ValueError("run_seeds needs at least one seed")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct, got {list(seeds)}")
+    base_dir = resolve_run_dir(config)
+    runs = {}
+    for seed in seeds:
+        log(f"==> seed {seed}")
+        one = config.replace(seed=int(seed), run_dir=str(base_dir / f"seed-{seed}"), resume=False)
+        runs[int(seed)] = run_or_load(one, reuse=reuse, log=log)
+    return runs
+
+
+def seed_runs_of(folder: str | Path) -> dict[int, Run]:
+    """The finished ``seed-<s>`` runs of a sweep folder, by seed (unfinished seeds are left out)."""
+    found = {}
+    for path in sorted(Path(folder).glob("seed-*")):
+        suffix = path.name.removeprefix("seed-")
+        if suffix.lstrip("-").isdigit() and is_complete(path):
+            found[int(suffix)] = load_run(path)
+    return dict(sorted(found.items()))
+
+
+def seeds_table(
+    models: Mapping[str, Mapping[int, Run]],
+    split: str,
+    metric: str = "auc",
+    reference: str | None = None,
+) -> list[dict[str, Any]]:
+    """Per model: ``metric`` on ``split`` over seeds (mean, sd, t-interval) and its paired difference to
+    ``reference`` (the same seeds, a 95% interval). Rows keep ``models``' order; per-seed values included."""
+    from attnmel.metrics import paired_difference, seed_interval
+
+    values = {
+        name: {s: run.metrics.get(split, {}).get(metric) for s, run in runs.items()}
+        for name, runs in models.items()
+    }
+    values = {name: {s: v for s, v in per.items() if v is not None} for name, per in values.items()}
+    rows = []
+    for name, per_seed in values.items():
+        row = {"method": name, "split": split, "metric": metric, "per_seed": per_seed}
+        row.update(seed_interval(list(per_seed.values())))
+        if reference is not None and name != reference and reference in values:
+            row["diff"] = paired_difference(per_seed, values[reference])
+        rows.append(row)
+    return rows
+
+
+def seeds_markdown(rows: Sequence[Mapping[str, Any]], reference: str | None = None) -> str:
+    """A Markdown rendering of :func:`seeds_table`: mean ± sd, its 95% interval, and the paired difference."""
+    metric = rows[0]["metric"].upper() if rows else "AUC"
+    header = ["Method", "seeds", f"{metric} mean ± sd", "95% CI of the mean"]
+    header += [f"difference to {reference} (paired, 95% CI)"] if reference else []
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        spread = "—" if r["sd"] is None else f"{r['sd']:.3f}"
+        interval = "—" if r["ci"] is None else f"[{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]"
+        cells = [r["method"], str(r["n"]), f"{format_metric(r['mean'])} ± {spread}", interval]
+        if reference:
+            d = r.get("diff")
+            if d is None or d["mean"] is None:
+                cells.append("reference" if r["method"] == reference else "—")
+            else:
+                ci = "" if d["ci"] is None else f" [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"
+                cells.append(f"{d['mean']:+.3f}{ci}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def evaluate_external(
+    runs: Mapping[str, Run],
+    dataset: str,
+    data_root: str | Path,
+    *,
+    n_boot: int = 1000,
+    reuse: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, dict[str, Any]]:
+    """Each run's best checkpoint on an external test set (e.g. PH2), in ``<run>/evaluation-<dataset>/``.
+
+    The external set is never trained on; each model keeps its own input normalisation. Metrics already
+    written for the same checkpoint are reused when ``reuse`` is set.
+    """
+    from attnmel.evaluate import default_split, evaluate_checkpoint
+
+    split = default_split(dataset)
+    results = {}
+    for name, run in runs.items():
+        out = run.run_dir / f"evaluation-{dataset}"
+        saved = out / "metrics" / f"{split}.json"
+        if reuse and saved.is_file() and saved.stat().st_mtime >= run.best_checkpoint.stat().st_mtime:
+            results[name] = json.loads(saved.read_text())
+            continue
+        log(f"==> {name} on {dataset}")
+        results[name] = evaluate_checkpoint(
+            run.best_checkpoint, dataset=dataset, data_root=data_root, split=split, out_dir=out,
+            n_boot=n_boot, plots=False, device=run.config.device,
+        )  # fmt: skip
+    return results
+
+
 def format_metric(value: Any, ci: Any = None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
@@ -252,9 +378,15 @@ def format_metric(value: Any, ci: Any = None) -> str:
 
 
 def results_table(
-    runs: Mapping[str, Run], split: str, paper: Mapping[str, tuple[float, float]] | None = None
+    runs: Mapping[str, Run],
+    split: str,
+    paper: Mapping[str, tuple[float, float]] | None = None,
+    external: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Rows in the layout of Tables 1-2: ours (with bootstrap 95% CIs) beside the paper's figures."""
+    """Rows in the layout of Tables 1-2: ours (with bootstrap 95% CIs) beside the paper's figures.
+
+    ``external``: per-method metrics on an external test set (:func:`evaluate_external`), as extra columns.
+    """
     rows = []
     for name in paper or runs:
         if name not in runs and name not in (paper or {}):
@@ -278,6 +410,13 @@ def results_table(
                 "external": False,
             }
         )
+        if external is not None:
+            ext = external.get(name) or {}
+            rows[-1].update(
+                external_set=ext.get("dataset"),
+                external_auc=ext.get("auc"),
+                external_auc_ci=ext.get("auc_ci"),
+            )
     return rows
 
 
@@ -287,12 +426,15 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], with_dermo: bool = True) -
     header = ["#", "Method", "AP (ours, 95% CI)", "AP (paper)", "AUC (ours, 95% CI)", "AUC (paper)", "Lesion"]
     header += ["Dermo"] if with_dermo else []
     header += ["Interp", "Ensemble", "External"]
+    sets = sorted({r["external_set"] for r in rows if r.get("external_set")})
+    header += [f"{s.upper()} AUC (ours, 95% CI)" for s in sets[:1]]  # one external column: the test set
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for i, r in enumerate(rows, 1):
         cells = [str(i), r["method"], format_metric(r["ap"], r["ap_ci"]), format_metric(r["paper_ap"])]
         cells += [format_metric(r["auc"], r["auc_ci"]), format_metric(r["paper_auc"]), tick[r["lesion"]]]
         cells += [tick[r["dermo"]]] if with_dermo else []
         cells += [tick[r["interp"]], tick[r["ensemble"]], tick[r["external"]]]
+        cells += [format_metric(r.get("external_auc"), r.get("external_auc_ci"))] if sets else []
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -311,3 +453,143 @@ def metrics_markdown(metrics: Mapping[str, Mapping[str, Any]]) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ comparing runs
+# Settings that name or place a run, or only change how fast it ran: never a "difference" between runs.
+_NOT_SETTINGS = {"run_dir", "run_name", "runs_root", "resume", "progress", "tensorboard", "num_workers",
+                 "pin_memory", "cache", "cache_dir"}  # fmt: skip
+
+
+class NotARunFolder(ValueError):
+    """A folder given to :func:`compare_runs` that holds no run (no readable ``config.json``)."""
+
+
+@dataclass
+class Comparison:
+    """:func:`compare_runs`: one row per run, the split compared, the differing settings and notes."""
+
+    split: str | None
+    rows: list[dict[str, Any]]
+    settings: list[str]  # config fields that differ between the runs (the extra columns)
+    notes: list[str] = field(default_factory=list)
+
+
+def _read_run_folder(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    config_path = path / "config.json"
+    if not path.is_dir():
+        raise NotARunFolder(f"{path} is not a folder")
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError):
+        raise NotARunFolder(f"{path} is not a run folder (no readable config.json)") from None
+    if not isinstance(config, dict) or "model" not in config or "dataset" not in config:
+        raise NotARunFolder(f"{path} is not a run folder (config.json is not a TrainConfig)")
+    try:
+        history = json.loads((path / "history.json").read_text())
+    except (OSError, ValueError):
+        history = []
+    metrics = {}
+    for file in sorted((path / "metrics").glob("*.json")):
+        try:
+            metrics[file.stem] = json.loads(file.read_text())
+        except ValueError:
+            continue
+    return config, history, metrics
+
+
+def _test_splits(config: dict[str, Any]) -> list[str]:
+    try:
+        return report_splits(TrainConfig.from_dict({k: v for k, v in config.items() if k != "resume"}))
+    except (TypeError, ValueError):
+        return []
+
+
+def _best_epoch(history: list[dict[str, Any]], metrics: dict[str, Any] | None) -> int | None:
+    flagged = [int(r["epoch"]) for r in history if str(r.get("is_best")).lower() in ("1", "true")]
+    if flagged:
+        return flagged[-1]
+    if metrics and metrics.get("epoch") is not None:
+        return int(metrics["epoch"])
+    return None
+
+
+def compare_runs(paths: Sequence[str | Path], split: str | None = None) -> Comparison:
+    """AUC and AP (with their 95% CIs) of several run folders on one split, their best epochs, and the config
+    settings that differ between them.
+
+    ``split`` None: the first test split (a configured evaluation split other than validation) for which any of
+    the runs has metrics, else the first split any has. A run without metrics for the split gets empty cells
+    and a note. Raises :class:`NotARunFolder` (one line) for a folder that holds no run.
+    """
+    if not paths:
+        raise ValueError("compare_runs needs at least one run folder")
+    folders = [Path(p) for p in paths]
+    read = [(path, *_read_run_folder(path)) for path in folders]
+    if split is None:
+        candidates = [s for _, config, _, _ in read for s in _test_splits(config)[:-1]]
+        candidates += [s for _, config, _, _ in read for s in _test_splits(config)[-1:]]
+        candidates += [s for _, _, _, metrics in read for s in metrics]
+        present = {s for _, _, _, metrics in read for s in metrics}
+        split = next((s for s in candidates if s in present), None)
+    keys = sorted({k for _, config, _, _ in read for k in config} - _NOT_SETTINGS)
+    settings = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for _, c, _, _ in read}) > 1]
+    names = [p.name for p in folders]
+    if len(set(names)) < len(names):
+        names = [str(p) for p in folders]
+    rows, notes = [], []
+    for name, (path, config, history, metrics) in zip(names, read, strict=True):
+        m = metrics.get(split) if split is not None else None
+        if m is None:
+            notes.append(f"{name}: no metrics for split {split!r} (has: {', '.join(metrics) or 'none'})")
+        row: dict[str, Any] = {
+            "run": name,
+            "path": str(path),
+            "split": split,
+            "n": m.get("n") if m else None,
+            "auc": m.get("auc") if m else None,
+            "auc_ci": m.get("auc_ci") if m else None,
+            "ap": m.get("ap") if m else None,
+            "ap_ci": m.get("ap_ci") if m else None,
+            "best_epoch": _best_epoch(history, m),
+        }
+        row.update({k: config.get(k) for k in settings})
+        rows.append(row)
+    if split is None:
+        notes.insert(0, "none of the runs has metrics for any split")
+    return Comparison(split, rows, settings, notes)
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def comparison_markdown(comparison: Comparison) -> str:
+    """A Markdown table of :func:`compare_runs` (empty cells where a run lacks the split), notes below."""
+    header = ["run", f"AUC [95% CI] ({comparison.split})", "AP [95% CI]", "best epoch", *comparison.settings]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in comparison.rows:
+        cells = [r["run"]]
+        cells += ["" if r[k] is None else format_metric(r[k], r[f"{k}_ci"]) for k in ("auc", "ap")]
+        cells += [_cell(r["best_epoch"])] + [_cell(r[k]) for k in comparison.settings]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    lines += [""] + [f"Note: {n}" for n in comparison.notes] if comparison.notes else []
+    return "\n".join(lines)
+
+
+def comparison_csv(comparison: Comparison) -> str:
+    """CSV of :func:`compare_runs`: numbers in separate columns (CI bounds included); notes are not part of it."""
+    import csv
+    import io
+
+    columns = ["run", "split", "n", "auc", "auc_low", "auc_high", "ap", "ap_low", "ap_high", "best_epoch"]
+    columns += comparison.settings
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for r in comparison.rows:
+        values = [r["run"], r["split"], r["n"], r["auc"], *(r["auc_ci"] or (None, None))]
+        values += [r["ap"], *(r["ap_ci"] or (None, None)), r["best_epoch"]]
+        values += [r[k] for k in comparison.settings]
+        writer.writerow(["" if v is None else v for v in values])
+    return buffer.getvalue()

@@ -24,7 +24,7 @@ import csv
 import math
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,8 @@ from sklearn.metrics import average_precision_score, precision_recall_curve, roc
 from attnmel.io import atomic_open
 
 __all__ = [
+    "seed_interval",
+    "paired_difference",
     "UndefinedMetricWarning",
     "binary_metrics",
     "bootstrap_distribution",
@@ -423,3 +425,36 @@ def read_predictions_csv(path: str | os.PathLike) -> tuple[list[str], np.ndarray
     if len(set(ids)) != len(ids):
         raise ValueError(f"{path}: duplicate image ids")
     return ids, np.asarray(probs, dtype=np.float64)
+
+
+# --------------------------------------------------------------------------------------- across seeds
+def seed_interval(values: Sequence[float], level: float = 0.95) -> dict[str, Any]:
+    """Mean, sample sd and the Student-t interval of the mean over seeds (NaN-free values).
+
+    Returns ``{"mean", "sd", "n", "ci": [low, high] | None}``; with one seed the sd and interval are undefined
+    (None), which the tables show as such rather than as zero spread.
+    """
+    from scipy import stats
+
+    x = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=np.float64)
+    n = int(x.size)
+    if n == 0:
+        return {"mean": None, "sd": None, "n": 0, "ci": None}
+    mean = float(x.mean())
+    if n < 2:
+        return {"mean": mean, "sd": None, "n": 1, "ci": None}
+    sd = float(x.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+    return {"mean": mean, "sd": sd, "n": n, "ci": [mean - half, mean + half]}
+
+
+def paired_difference(a: Mapping[int, float], b: Mapping[int, float], level: float = 0.95) -> dict[str, Any]:
+    """``a - b`` paired by seed (the seeds both have): :func:`seed_interval` of the differences, plus ``seeds``.
+
+    Pairing removes what a seed does to both models alike (data order, initial weights), so the interval is
+    the one to read when asking whether model ``a`` beats model ``b``.
+    """
+    seeds = sorted(set(a) & set(b))
+    out = seed_interval([a[s] - b[s] for s in seeds], level)
+    out["seeds"] = seeds
+    return out

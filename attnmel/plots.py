@@ -38,6 +38,11 @@ __all__ = [
     "plot_class_balance",
     "plot_samples",
     "plot_augmentations",
+    "seed_table",
+    "mean_ci95",
+    "plot_seed_distribution",
+    "plot_paired_differences",
+    "plot_calibration_curves",
 ]
 
 _RC = {
@@ -454,4 +459,165 @@ def plot_augmentations(original: Any, views: Sequence[Any], view_masks: Sequence
     for ax in axes:
         ax.set_axis_off()
     fig.suptitle(title)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------------
+# Several seeds (seaborn: strip + point plots with intervals, reliability over seeds)
+#
+# seaborn (and pandas) are imported on first use, so ``import attnmel.plots`` stays light. The intervals are
+# 95% t-intervals of the mean over seeds (:func:`mean_ci95`), passed to seaborn as its ``errorbar`` callable.
+
+
+def mean_ci95(values: Any) -> tuple[float, float]:
+    """95% t-interval of the mean of ``values`` (:func:`attnmel.metrics.seed_interval`) as seaborn's ``errorbar``
+    callable wants it: ``(low, high)``; the point itself for one value, NaN for none."""
+    from attnmel.metrics import seed_interval
+
+    summary = seed_interval([float(v) for v in np.asarray(values, dtype=np.float64).ravel()])
+    if summary["mean"] is None:
+        return math.nan, math.nan
+    low, high = summary["ci"] or (summary["mean"], summary["mean"])
+    return float(low), float(high)
+
+
+def seed_table(values: Any, metric: str = "value") -> Any:
+    """A long pandas DataFrame ``model, seed, <metric>`` from per-model results over seeds.
+
+    ``values``: a DataFrame with those columns (returned as is), or ``{model: {seed: value}}``, or
+    ``{model: [value, ...]}`` (seeds 0, 1, ... by position), or a list of ``{"model", "seed", metric}`` rows.
+    """
+    import pandas as pd
+
+    if isinstance(values, pd.DataFrame):
+        frame = values
+    elif isinstance(values, Mapping):
+        rows = []
+        for model, per_seed in values.items():
+            items = per_seed.items() if isinstance(per_seed, Mapping) else enumerate(per_seed)
+            rows += [{"model": str(model), "seed": seed, metric: float(v)} for seed, v in items]
+        frame = pd.DataFrame(rows, columns=["model", "seed", metric])
+    else:
+        frame = pd.DataFrame(list(values))
+    missing = [c for c in ("model", "seed", metric) if c not in frame.columns]
+    if missing:
+        raise ValueError(f"seed_table: columns {missing} missing; have {list(frame.columns)}")
+    if frame.empty:
+        raise ValueError("seed_table: no values to plot")
+    return frame
+
+
+@_styled
+def plot_seed_distribution(values: Any, metric: str = "AUC", order: Sequence[str] | None = None) -> Figure:
+    """One metric over seeds per model: every seed as a point (strip plot) beside the mean and its 95%
+    t-interval (point plot). ``values`` as in :func:`seed_table`; ``order``: the models, top to bottom."""
+    import seaborn as sns
+
+    frame = seed_table(values, metric)
+    order = list(order) if order is not None else list(dict.fromkeys(frame["model"]))
+    fig = Figure(figsize=(7.5, 0.6 * len(order) + 1.6), layout="constrained")
+    ax = fig.add_subplot()
+    sns.stripplot(
+        data=frame, x=metric, y="model", order=order, ax=ax, color="0.45", alpha=0.7, size=6, jitter=0.12
+    )
+    sns.pointplot(
+        data=frame, x=metric, y="model", order=order, ax=ax, errorbar=mean_ci95, color="C3",
+        linestyle="none", markers="D", capsize=0.25,
+    )  # fmt: skip
+    counts = frame.groupby("model")["seed"].nunique()
+    ax.set_yticks(range(len(order)), [f"{m} (n={counts.get(m, 0)})" for m in order])
+    ax.set(title=f"{metric} over seeds: points = seeds, diamond = mean with 95% CI", xlabel=metric, ylabel="")
+    return fig
+
+
+def _paired_differences(frame: Any, reference: str, metric: str) -> Any:
+    import pandas as pd
+
+    wide = frame.pivot_table(index="seed", columns="model", values=metric, aggfunc="mean")
+    if reference not in wide.columns:
+        raise ValueError(f"plot_paired_differences: reference {reference!r} not among {list(wide.columns)}")
+    rows = []
+    for model in (m for m in dict.fromkeys(frame["model"]) if m != reference):
+        both = wide[[model, reference]].dropna()
+        rows += [
+            {"model": model, "seed": seed, "difference": float(r[model] - r[reference])}
+            for seed, r in both.iterrows()
+        ]
+    if not rows:
+        raise ValueError(f"plot_paired_differences: no seed shared with the reference {reference!r}")
+    return pd.DataFrame(rows)
+
+
+@_styled
+def plot_paired_differences(values: Any, reference: str, metric: str = "AUC") -> Figure:
+    """Each model minus ``reference`` on the same seeds (paired): the per-seed differences and their mean with
+    the 95% t-interval; 0 (no difference) is marked. A seed missing for either model is left out of that pair.
+    ``values`` as in :func:`seed_table`."""
+    import seaborn as sns
+
+    diffs = _paired_differences(seed_table(values, metric), reference, metric)
+    order = list(dict.fromkeys(diffs["model"]))
+    fig = Figure(figsize=(7.5, 0.6 * len(order) + 1.6), layout="constrained")
+    ax = fig.add_subplot()
+    ax.axvline(0.0, color="0.3", linestyle="--", linewidth=1)
+    sns.stripplot(
+        data=diffs, x="difference", y="model", order=order, ax=ax, color="0.45", alpha=0.7, size=6,
+        jitter=0.12,
+    )  # fmt: skip
+    sns.pointplot(
+        data=diffs, x="difference", y="model", order=order, ax=ax, errorbar=mean_ci95, color="C0",
+        linestyle="none", markers="D", capsize=0.25,
+    )  # fmt: skip
+    counts = diffs.groupby("model")["seed"].nunique()
+    ax.set_yticks(range(len(order)), [f"{m} (n={counts.get(m, 0)})" for m in order])
+    ax.set(
+        title=f"{metric} difference to {reference} (paired by seed), mean with 95% CI",
+        xlabel=f"{metric} - {metric} of {reference}",
+        ylabel="",
+    )
+    return fig
+
+
+@_styled
+def plot_calibration_curves(results: Mapping[str, Any], n_bins: int = 10) -> Figure:
+    """Reliability curves of several models (left) and their predicted-probability distributions (right).
+
+    ``results``: name -> ``(y_true, prob)`` or a list of such pairs, one per seed. The curve is the observed
+    melanoma frequency per probability bin (x: the bin's centre), averaged over seeds with its 95% t-interval
+    as a band; the right panel is the density of predicted probabilities per model (all seeds pooled).
+    """
+    import pandas as pd
+    import seaborn as sns
+
+    if not results:
+        raise ValueError("plot_calibration_curves: no results to plot")
+    curve_rows, prob_rows = [], []
+    for name, value in results.items():
+        pairs = [value] if isinstance(value, tuple) else list(value)
+        for seed, (y_true, prob) in enumerate(pairs):
+            y, p = _check_binary(y_true, prob)
+            _, table = calibration(y, p, n_bins=n_bins)
+            edges = np.asarray(table["bin_edges"])
+            centres = (edges[:-1] + edges[1:]) / 2
+            for c, frac, count in zip(centres, table["frac_pos"], table["count"], strict=True):
+                if count > 0:
+                    curve_rows.append({"model": name, "seed": seed, "bin": float(c), "observed": float(frac)})
+            prob_rows += [{"model": name, "probability": float(v)} for v in p]
+    curves, probs = pd.DataFrame(curve_rows), pd.DataFrame(prob_rows)
+    fig = Figure(figsize=(10, 4.2), layout="constrained")
+    ax_rel, ax_hist = fig.subplots(1, 2)
+    ax_rel.plot([0, 1], [0, 1], color="0.5", linestyle=":", label="perfect calibration")
+    sns.lineplot(data=curves, x="bin", y="observed", hue="model", errorbar=mean_ci95, marker="o", ax=ax_rel)
+    ax_rel.set(
+        title="Reliability (mean over seeds, 95% CI)",
+        xlabel="predicted probability (bin centre)",
+        ylabel="observed melanoma frequency",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
+    sns.histplot(
+        data=probs, x="probability", hue="model", bins=np.linspace(0, 1, n_bins + 1), stat="density",
+        common_norm=False, element="step", fill=False, ax=ax_hist,
+    )  # fmt: skip
+    ax_hist.set(title="Predicted probabilities", xlabel="melanoma probability", xlim=(0, 1))
     return fig

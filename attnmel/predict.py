@@ -15,6 +15,7 @@ pool-5 for Mel-CNN and VGG-16.
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import os
 from collections.abc import Sequence
@@ -28,8 +29,21 @@ from attnmel.checkpoint import build_model_from_checkpoint, load_checkpoint
 from attnmel.data.images import load_rgb
 from attnmel.device import select_device
 from attnmel.io import atomic_write_bytes, atomic_write_text
+from attnmel.progress import bar
 
-__all__ = ["PredictResult", "predict_images", "load_image_rgb"]
+__all__ = [
+    "PredictResult",
+    "predict_images",
+    "expand_image_paths",
+    "load_image_rgb",
+    "IMAGE_SUFFIXES",
+    "TABLE",
+    "ISIC_TABLE",
+]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")  # what a folder argument expands to
+TABLE = "predictions.csv"  # path,melanoma,error: every input, failures included
+ISIC_TABLE = "predictions_isic.csv"  # image_id,melanoma (ISIC challenge format): the images that were read
 
 load_image_rgb = load_rgb  # the one decoder of training and evaluation (see attnmel.data.images.to_rgb)
 
@@ -91,11 +105,16 @@ def predict_images(
     *,
     device: str = "auto",
     overlays: bool = True,
+    tta: bool = False,
 ) -> list[PredictResult]:
     """Melanoma probability and an overlay PNG (``<out_dir>/<stem>_attention.png``) for each image file.
 
-    Writes ``<out_dir>/predictions.csv`` (``path,melanoma,error``). A file that cannot be read is reported in
-    its result's ``error`` (one line naming the file) and the others are still processed.
+    ``paths`` may name folders (their image files) and glob patterns: :func:`expand_image_paths`. Writes
+    ``<out_dir>/predictions.csv`` (``path,melanoma,error``: every input, failures with their reason) and
+    ``<out_dir>/predictions_isic.csv`` (``image_id,melanoma``, the ISIC challenge format, image_id = the file
+    stem, for the images that were read). A file that cannot be read is reported in its result's ``error``
+    (one line naming the file) and the others are still processed. ``tta``: the
+    probability is the mean over the 8 dihedral views (:mod:`attnmel.tta`); the overlay shows the input's maps.
     """
     from torchvision import tv_tensors
 
@@ -103,6 +122,7 @@ def predict_images(
     from attnmel.evaluate import config_from_checkpoint
     from attnmel.loaders import normalisation
 
+    files = expand_image_paths(paths)  # folders and patterns: fail before the model is loaded
     ckpt = load_checkpoint(checkpoint)
     config = config_from_checkpoint(ckpt)
     dev = select_device(device)
@@ -116,8 +136,7 @@ def predict_images(
     out.mkdir(parents=True, exist_ok=True)
     results: list[PredictResult] = []
     used: set[str] = set()
-    for raw in paths:
-        path = Path(raw)
+    for path in bar(files, desc="predict", unit="img"):
         try:
             rgb = load_image_rgb(path)  # (H, W, 3) uint8
         except (DataError, OSError, ValueError) as err:
@@ -129,6 +148,11 @@ def predict_images(
         x = x.as_subclass(torch.Tensor)[None].to(dev)  # (1, 3, S, S)
         logits, maps = _saliency(model, x)
         probability = float(torch.softmax(logits, dim=1)[0, 1])
+        if tta:
+            from attnmel.tta import tta_probabilities
+
+            with torch.inference_mode():
+                probability = float(tta_probabilities(model, x, logits)[0])
         overlay_path = None
         if overlays:
             name = path.stem
@@ -150,8 +174,46 @@ def predict_images(
     writer.writerow(["path", "melanoma", "error"])
     for r in results:
         writer.writerow([str(r.path), "" if r.probability is None else repr(r.probability), r.error or ""])
-    atomic_write_text(out / "predictions.csv", table.getvalue())
+    atomic_write_text(out / TABLE, table.getvalue())
+    isic = io.StringIO()
+    writer = csv.writer(isic, lineterminator="\n")
+    writer.writerow(["image_id", "melanoma"])
+    for r in results:
+        if r.ok:
+            writer.writerow([r.path.stem, repr(r.probability)])
+    atomic_write_text(out / ISIC_TABLE, isic.getvalue())
     return results
+
+
+def expand_image_paths(items: Sequence[str | os.PathLike]) -> list[Path]:
+    """The image files named by ``items``, in order, each once.
+
+    A folder gives its image files (``IMAGE_SUFFIXES``, any case; not recursive), sorted by name; a glob
+    pattern the shell did not expand (``"data/*.jpg"``, ``"**/*.png"``) gives its matches, sorted (a matching
+    folder gives its images); any other item is taken as a file (a missing one is then reported by
+    :func:`predict_images` like any unreadable file). Raises :class:`~attnmel.data.DataError` (one line) for a
+    folder without images or a pattern without matches.
+    """
+    from attnmel.data import DataError
+
+    found: list[Path] = []
+    for item in items:
+        text = os.fspath(item)
+        path = Path(text).expanduser()
+        if path.is_dir():
+            images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not images:
+                raise DataError(f"{path}: no image files ({' '.join(IMAGE_SUFFIXES)}) in this folder")
+            found += images
+        elif not path.exists() and any(c in text for c in "*?["):
+            matches = sorted(Path(m) for m in glob.glob(os.path.expanduser(text), recursive=True))
+            if not matches:
+                raise DataError(f"no files match {text!r}")
+            for match in matches:
+                found += expand_image_paths([match]) if match.is_dir() else [match]
+        else:
+            found.append(path)
+    return list(dict.fromkeys(found))
 
 
 def _one_line(err: BaseException, path: Path) -> str:

@@ -37,7 +37,6 @@ import csv
 import io
 import math
 import random
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -51,7 +50,7 @@ import torch
 from torch import nn
 from torch.utils.data import SequentialSampler
 
-from attnmel import distributed
+from attnmel import distributed, progress
 from attnmel.checkpoint import (
     load_checkpoint,
     load_model_weights,
@@ -347,17 +346,13 @@ def _json_row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _in_notebook() -> bool:
-    try:
-        from IPython import get_ipython  # type: ignore[import-not-found]
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+    return progress.in_notebook()
 
 
 def progress_enabled(requested: bool) -> bool:
-    """Bars only when asked for and someone watches: a terminal, or a notebook."""
-    return bool(requested) and (sys.stderr.isatty() or _in_notebook())
+    """Bars only when asked for and someone watches (:func:`attnmel.progress.watching`): a terminal or an
+    interactive notebook, not the book build, CI or tests."""
+    return bool(requested) and progress.watching()
 
 
 def _check_resume(ckpt: dict[str, Any], config: TrainConfig, path: Path) -> None:
@@ -397,7 +392,12 @@ def fit(config: TrainConfig, log: Callable[[str], None] | None = None) -> RunRes
     start_time = time.perf_counter()
     device = select_device(config.device)
     info, device = distributed.setup(device)
-    log = log or (print if info.is_main else (lambda _msg: None))
+    # epoch lines go above the open bars (tqdm.write) when bars are shown, else plain print
+    log = log or (
+        (progress.write if progress_enabled(config.progress) else print)
+        if info.is_main
+        else (lambda _msg: None)
+    )
     lock = None
     try:
         run_dir = Path(distributed.broadcast_object(str(resolve_run_dir(config)) if info.is_main else None))
@@ -478,6 +478,10 @@ def _fit(
         run.writer.close()
 
     test_metrics = _evaluate_best(run) if info.is_main else {}
+    if info.is_main:  # figures, model card, best.safetensors: a failure is a warning, the run stays intact
+        from attnmel.report import write_run_outputs
+
+        write_run_outputs(run_dir, log=log)
     distributed.barrier()
     seconds = time.perf_counter() - t0
     if info.is_main:
@@ -489,12 +493,7 @@ def _fit(
 
 
 def _tqdm() -> Any:
-    with (
-        warnings.catch_warnings()
-    ):  # tqdm.auto warns in notebooks without ipywidgets, then falls back to text
-        warnings.simplefilter("ignore")
-        from tqdm.auto import tqdm
-    return tqdm
+    return progress.tqdm_class()
 
 
 # ------------------------------------------------------------------------------------------ phase 1: set up
@@ -612,7 +611,9 @@ def _tensorboard(run_dir: Path, start_epoch: int) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as err:
-        raise ImportError("tensorboard=True needs the tensorboard package (pip install tensorboard)") from err
+        raise ImportError(
+            "tensorboard=True (--tensorboard) needs the tensorboard package: pip install 'attnmel[tensorboard]'"
+        ) from err
     return SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start_epoch)
 
 

@@ -22,7 +22,7 @@
 # $$\mathcal{L}_{focal} = -\frac{1}{N} \sum_{j=1}^{N} (1 - p_{t,j})^{\gamma} \log p_{t,j} .$$
 
 # %% tags=["parameters"]
-profile = "smoke"  # smoke | isic2017-cpu | paper
+profile = "smoke"  # smoke | smoke-mini | isic2017-cpu | paper
 data_root = ""  # dataset folder in the official layout; "": the profile default, synthetic for smoke
 device = "auto"  # auto | cpu | cuda | mps
 runs_dir = "runs"  # the run folder is <runs_dir>/03_training
@@ -44,7 +44,7 @@ from attnmel import experiments, plots
 from attnmel.config import TrainConfig
 
 run_dir = Path(runs_dir) / "03_training"
-overrides = {"runs_root": runs_dir, "run_dir": str(run_dir), "model": model, "seed": seed, "progress": False}
+overrides = {"runs_root": runs_dir, "run_dir": str(run_dir), "model": model, "seed": seed}
 overrides |= {"data_root": data_root} if data_root else {}
 overrides |= {"epochs": epochs} if epochs else {}
 overrides |= {"device": device} if device != "auto" else {}
@@ -59,7 +59,9 @@ print(f"profile {profile!r}: {config.model} on {config.dataset}, {config.image_s
 # ## Training
 #
 # One call trains, validates after every epoch, keeps the best and the latest checkpoints, and evaluates the
-# best epoch on the evaluation splits. Everything lands in the run folder.
+# best epoch on the evaluation splits. Everything lands in the run folder. Run interactively (JupyterLab),
+# the chapter shows progress bars for the epochs and batches; the book build and CI run it without them
+# (`attnmel.progress.watching()` decides, for every bar of the package).
 
 # %%
 run = experiments.run_or_load(config, reuse=reuse_run)

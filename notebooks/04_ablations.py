@@ -30,9 +30,10 @@
 # marked as such; every other number is computed below.
 
 # %% tags=["parameters"]
-profile = "smoke"  # smoke | isic2017-cpu | paper
+profile = "smoke"  # smoke | smoke-mini | isic2017-cpu | paper
 data_root = ""  # ISIC 2017 folder in the official layout; "": the profile default, synthetic for smoke
 isic2016_root = ""  # ISIC 2016 folder for Table 1; "": no ISIC 2016 runs
+ph2_root = ""  # PH2 folder: a PH2 column in Table 2 (external test set, never trained on); "": none
 device = "auto"  # auto | cpu | cuda | mps
 runs_dir = "runs"  # the runs go to <runs_dir>/04_ablations/<model>
 epochs = 0  # 0: the profile default
@@ -82,11 +83,15 @@ print(f"all models: {(time.perf_counter() - start) / 60:.1f} min")
 # ## Table 2: the ISIC 2017 protocol
 #
 # Test split of the dataset this profile trains on (under `smoke`, the synthetic set's Test_v2 split: the
-# paper's figures are ISIC 2017's and are shown for the layout, not for comparison).
+# paper's figures are ISIC 2017's and are shown for the layout, not for comparison). Given a PH2 folder
+# (`ph2_root`, or `make book PH2=...`), each model's best checkpoint is also scored on PH2, which none of them
+# saw in training: a check of how the ranking carries over to an external set. The paper reports no PH2 figures.
 
 # %%
 test_split = experiments.test_split(base)
-table2 = experiments.results_table(runs, test_split, experiments.PAPER_TABLE2)
+external = experiments.evaluate_external(runs, "ph2", ph2_root, n_boot=base.n_boot, reuse=reuse_runs,
+                                         log=lambda m: None) if ph2_root else None
+table2 = experiments.results_table(runs, test_split, experiments.PAPER_TABLE2, external=external)
 atomic_write_json(out_dir / "table2.json", {"profile": profile, "dataset": base.dataset, "split": test_split,
                                             "rows": table2})
 Markdown(f"**{base.dataset}, {test_split}, profile `{profile}`**\n\n" + experiments.markdown_table(table2))

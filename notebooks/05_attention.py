@@ -30,7 +30,7 @@
 # $J = |P \cap L| / |P \cup L|$ per image, averaged.
 
 # %% tags=["parameters"]
-profile = "smoke"  # smoke | isic2017-cpu | paper
+profile = "smoke"  # smoke | smoke-mini | isic2017-cpu | paper
 data_root = ""  # ISIC 2017 folder in the official layout; "": the profile default, synthetic for smoke
 device = "auto"  # auto | cpu | cuda | mps
 runs_dir = "runs"  # reads <runs_dir>/04_ablations, writes <runs_dir>/05_attention
@@ -49,7 +49,7 @@ import torch
 from IPython.display import Markdown, display
 
 import attnmel
-from attnmel import experiments, interpret, plots
+from attnmel import browser, experiments, interpret, plots
 from attnmel.data import ISIC2017_MEAN, ISIC2017_STD
 from attnmel.io import atomic_write_json
 
@@ -88,6 +88,15 @@ Markdown(interpret.table3_markdown(rows))
 fig = interpret.figure3(results, n_show, mean=ISIC2017_MEAN, std=ISIC2017_STD)
 plots.save_figure(fig, out_dir / "fig3.png")
 fig
+
+# %% [markdown]
+# ## Browse the maps
+#
+# Every image of the split, every model and every map computed above (attention, CAM, Grad-CAM): in
+# JupyterLab the pickers redraw the overlay; in the HTML book this is a static view of the first melanoma.
+
+# %%
+browser.attention_browser(results, mean=ISIC2017_MEAN, std=ISIC2017_STD)
 
 # %% [markdown]
 # ## Deletion curves: are the maps faithful?

@@ -18,6 +18,7 @@
 # | profile | data | model inputs | hardware | expected time |
 # |---|---|---|---|---|
 # | `smoke` | the built-in synthetic set | small images, a few epochs | any CPU | minutes |
+# | `smoke-mini` | the built-in synthetic set | every chapter at the smallest preset | any CPU | a few minutes |
 # | `isic2017-cpu` | real ISIC 2017 (`DATA=...`) | 128 px, from scratch | a CPU | hours |
 # | `paper` | ISIC 2016 and 2017 | 224 px, ImageNet weights, 50 epochs | a GPU | about an hour per model |
 #
@@ -29,7 +30,7 @@
 # ```
 
 # %% tags=["parameters"]
-profile = "smoke"  # smoke | isic2017-cpu | paper
+profile = "smoke"  # smoke | smoke-mini | isic2017-cpu | paper
 data_root = ""  # unused here; every chapter accepts it
 device = "auto"  # auto | cpu | cuda: the device the speed table measures
 runs_dir = "runs"  # reads <runs_dir>/book_timings.json, writes <runs_dir>/06_reproducibility

@@ -19,6 +19,7 @@ from .browser import Browser, find_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = book.chapter_paths(ROOT / "notebooks")
+EXECUTED_COPIES = ROOT / "build" / "executed"  # what `make test` hands to nbval (see the Makefile)
 
 pytestmark = [pytest.mark.notebook, pytest.mark.slow]
 
@@ -32,6 +33,11 @@ def executed_book(tmp_path_factory):
             shutil.copy2(item, book_dir / item.name)
     parameters = book.chapter_parameters("smoke", runs_dir=book_dir.parent / "runs")
     runs = book.execute_chapters(book_dir / "executed", parameters, chapters=CHAPTERS)
+    # `make test` re-runs the cheap ones with nbval afterwards (their runs_dir stays in pytest's basetemp)
+    EXECUTED_COPIES.mkdir(parents=True, exist_ok=True)
+    for run in runs:
+        if run.ok:
+            shutil.copy2(run.output, EXECUTED_COPIES / run.output.name)
     return book_dir, {run.name: run for run in runs}
 
 

@@ -136,7 +136,7 @@ def test_ph2_root_from_the_environment_and_a_wrong_split(
     assert (
         main(["evaluate", str(ckpt), "--dataset", "ph2", "--n-boot", "0"]) == 1
     )  # the run's folder is not PH2's
-    assert "data_root is required for dataset 'ph2'" in capsys.readouterr().err
+    assert "--data-root is required for dataset 'ph2'" in capsys.readouterr().err
     monkeypatch.setenv("ATTNMEL_PH2_ROOT", str(root))
     out_dir = tmp_path / "ev"
     base = [
@@ -154,3 +154,45 @@ def test_ph2_root_from_the_environment_and_a_wrong_split(
     assert "ph2/Test: n=5" in capsys.readouterr().out
     assert main([*base, "--split", "Training"]) == 1
     assert "ph2 has no split 'Training'" in capsys.readouterr().err
+
+
+def test_external_column_of_table_2_is_computed_once_and_reused(synthetic_run, tmp_path, monkeypatch) -> None:
+    from attnmel import experiments
+
+    root = make_ph2(tmp_path / "PH2Dataset", diagnoses=(0, 2, 1, 2, 0, 0))
+    runs = {"AttnMel-CNN": experiments.load_run(synthetic_run.run_dir)}
+    external = experiments.evaluate_external(runs, "ph2", root, n_boot=20, log=lambda _m: None)
+    assert external["AttnMel-CNN"]["dataset"] == "ph2" and external["AttnMel-CNN"]["n"] == 6
+    assert (synthetic_run.run_dir / "evaluation-ph2" / "metrics" / "Test.json").is_file()
+
+    import attnmel.evaluate
+
+    def no_second_evaluation(*_a, **_k):
+        raise AssertionError("a finished external evaluation must be reused")
+
+    monkeypatch.setattr(attnmel.evaluate, "evaluate_checkpoint", no_second_evaluation)
+    again = experiments.evaluate_external(runs, "ph2", root, n_boot=20, log=lambda _m: None)
+    assert again["AttnMel-CNN"]["auc"] == external["AttnMel-CNN"]["auc"]
+
+    rows = experiments.results_table(runs, "Validation", experiments.PAPER_TABLE2, external=external)
+    ours = next(r for r in rows if r["method"] == "AttnMel-CNN")
+    assert ours["external_auc"] == external["AttnMel-CNN"]["auc"]
+    table = experiments.markdown_table(rows)
+    assert "PH2 AUC (ours, 95% CI)" in table.splitlines()[0]
+    assert "PH2" not in experiments.markdown_table(experiments.results_table(runs, "Validation"))
+
+
+def test_the_book_passes_each_chapter_only_the_parameters_it_declares(tmp_path) -> None:
+    import jupytext
+
+    from attnmel.book import chapter_parameters, declared_parameters
+
+    chapters = REPO / "notebooks"
+    assert "ph2_root" in declared_parameters(jupytext.read(chapters / "04_ablations.py"))
+    assert "ph2_root" not in declared_parameters(jupytext.read(chapters / "03_training.py"))
+    folder = tmp_path / "ph2"
+    folder.mkdir()
+    params = chapter_parameters("smoke", ph2_root=folder)
+    assert params["ph2_root"] == str(folder.resolve()) and "isic2016_root" not in params
+    with pytest.raises(FileNotFoundError, match="ph2_root: .*nope is not a folder"):
+        chapter_parameters("smoke", ph2_root=tmp_path / "nope")

@@ -22,9 +22,10 @@ from attnmel.losses import AttnMelLoss
 from attnmel.models import AttnMelOutput
 from attnmel.trainer import train_step
 
-pytestmark = pytest.mark.skipif(
-    not dist.is_available() or not dist.is_gloo_available(), reason="no gloo backend"
-)
+pytestmark = [
+    pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="no gloo backend"),
+    pytest.mark.slow,  # two gloo processes each: about 10 s a test on 2 cores
+]
 
 
 class TinyNet(nn.Module):

@@ -22,13 +22,10 @@ def test_profile_config_applies_chapter_parameters_and_keeps_preset_values_for_z
     config = experiments.profile_config("smoke", runs_dir=tmp_path, epochs=0, image_size=64)
     preset = TrainConfig.from_preset("smoke")
     assert config.epochs == preset.epochs and config.image_size == 64
-    assert config.runs_root == str(tmp_path) and config.progress is False
+    assert config.runs_root == str(tmp_path)
     assert config.device == preset.device  # "auto" keeps the preset's device
     many = experiments.profile_config("smoke", runs_dir=tmp_path, many_runs=True)
-    assert (
-        many.to_dict()
-        == TrainConfig.from_preset("smoke-mini", runs_root=str(tmp_path), progress=False).to_dict()
-    )
+    assert many.to_dict() == TrainConfig.from_preset("smoke-mini", runs_root=str(tmp_path)).to_dict()
     with pytest.raises(ValueError, match="paper2"):
         experiments.profile_config("paper2")
 

@@ -315,6 +315,7 @@ def saved_checkpoint(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow  # builds, saves and rebuilds two VGG models (about 20 s on 2 cores)
 def test_weights_of_another_architecture_are_one_line(saved_checkpoint, tmp_path, capsys) -> None:
     ckpt = load_checkpoint(saved_checkpoint)
     ckpt["arch"] = "mel_cnn"

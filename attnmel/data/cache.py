@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from attnmel.io import atomic_write_bytes
+from attnmel.progress import bar
 
 from .dataset import read_sample
 from .images import decode_jpegs, is_plain_jpeg
@@ -105,6 +106,7 @@ class PreprocessCache:
         dermo: bool = False,
         device: str | torch.device = "cpu",
         batch_size: int = 16,
+        progress: bool = True,
     ) -> dict[str, Any]:
         """Create the missing entries of ``samples`` now, decoding JPEGs in batches on ``device``.
 
@@ -114,7 +116,8 @@ class PreprocessCache:
         Entries are the same as :meth:`load` would write, up to the decoders' rounding (IDCT and resampling
         differ by a few grey levels between libjpeg-turbo, nvJPEG and PIL). Returns counts: ``present``
         (already cached), ``decoded`` (JPEGs decoded on ``device``), ``other`` (read on the CPU) and
-        ``seconds``.
+        ``seconds``. ``progress``: a bar over the new entries on stderr when someone watches
+        (:func:`attnmel.progress.watching`).
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -133,14 +136,19 @@ class PreprocessCache:
         jpegs, others = [], []
         for item in todo:  # by header: CMYK / YCCK JPEGs take the CPU way, for load_rgb's colour rules
             (jpegs if is_plain_jpeg(item[0].image_path) else others).append(item)
-        for first in range(0, len(jpegs), batch_size):
-            chunk = jpegs[first : first + batch_size]
-            images = decode_jpegs([sample.image_path for sample, _ in chunk], device=device)
-            for (sample, key), image in zip(chunk, images, strict=True):
-                parts = self.preprocess(read_sample(sample, dermo=dermo, image=image))
-                self._store(self.path(key), key, {name: t.cpu() for name, t in parts.items()})
-        for sample, key in others:
-            self._store(self.path(key), key, self.preprocess(read_sample(sample, dermo=dermo)))
+        with bar(
+            total=len(todo), desc="preprocess cache", unit="img", enabled=progress and bool(todo)
+        ) as filled:
+            for first in range(0, len(jpegs), batch_size):
+                chunk = jpegs[first : first + batch_size]
+                images = decode_jpegs([sample.image_path for sample, _ in chunk], device=device)
+                for (sample, key), image in zip(chunk, images, strict=True):
+                    parts = self.preprocess(read_sample(sample, dermo=dermo, image=image))
+                    self._store(self.path(key), key, {name: t.cpu() for name, t in parts.items()})
+                    filled.update(1)
+            for sample, key in others:
+                self._store(self.path(key), key, self.preprocess(read_sample(sample, dermo=dermo)))
+                filled.update(1)
         self.misses += len(todo)
         return {
             "present": present,

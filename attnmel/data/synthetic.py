@@ -79,6 +79,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from attnmel.progress import bar
+
 __all__ = [
     "SyntheticSummary",
     "make_synthetic",
@@ -167,6 +169,7 @@ def make_synthetic(
     n_shift: int | None = None,
     overwrite: bool = False,
     workers: int | None = None,
+    progress: bool = True,
 ) -> SyntheticSummary:
     """Write a seeded synthetic dermoscopy set in the ISIC 2017 layout (see the module docstring).
 
@@ -183,6 +186,7 @@ def make_synthetic(
         n_shift: images in Test_shift; defaults to the size of Test_v2.
         overwrite: replace an existing synthetic set at ``root``.
         workers: processes that draw images; None picks 1 for small sets and up to 2 otherwise.
+        progress: a progress bar on stderr when someone watches (:func:`attnmel.progress.watching`).
 
     Returns:
         A :class:`SyntheticSummary` with per-split counts and the wall time in seconds.
@@ -202,13 +206,15 @@ def make_synthetic(
         jobs = [(str(stage), item, seed, size) for item in items]
         if workers is None:
             workers = 1 if len(items) * size * size < 100 * 256 * 256 else min(2, os.cpu_count() or 1)
-        if workers > 1:
-            with _pool_context().Pool(workers) as pool:
-                for _ in pool.imap_unordered(_draw_and_write_star, jobs, chunksize=8):
-                    pass
-        else:
-            for job in jobs:
-                _draw_and_write_star(job)
+        with bar(total=len(jobs), desc="synthetic images", unit="img", enabled=progress) as images:
+            if workers > 1:
+                with _pool_context().Pool(workers) as pool:
+                    for _ in pool.imap_unordered(_draw_and_write_star, jobs, chunksize=8):
+                        images.update(1)
+            else:
+                for job in jobs:
+                    _draw_and_write_star(job)
+                    images.update(1)
         _write_tables(stage, items)
         summary = SyntheticSummary(
             root=root,

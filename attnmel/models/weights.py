@@ -102,6 +102,12 @@ def imagenet_checkpoint_path(weights: WeightsEnum) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
+def fetch_command(weights: WeightsEnum, backbone: str) -> str:
+    """The ``attnmel`` command line that puts ``weights`` into the torch hub cache."""
+    name = "" if weights.name == "IMAGENET1K_V1" else f" --weights {weights.name}"
+    return f"attnmel weights fetch {backbone}{name}"
+
+
 def _missing_message(weights: WeightsEnum, backbone: str) -> str:
     path = imagenet_checkpoint_path(weights)
     return (
@@ -111,7 +117,8 @@ def _missing_message(weights: WeightsEnum, backbone: str) -> str:
         f"  (folder {path.parent}, file name {path.name}; set TORCH_HOME to use another cache.)\n"
         f"To fix, either\n"
         f"  - download {weights.url} and save it as {path}, or\n"
-        f"  - run attnmel.models.fetch_imagenet_weights({backbone!r}) on a machine with internet access, or\n"
+        f"  - run `{fetch_command(weights, backbone)}` (Python: attnmel.models.fetch_imagenet_weights"
+        f"({backbone!r})) with internet access (elsewhere, then copy the file), or\n"
         f"  - pass weights='path/to/{path.name}' if you keep the file elsewhere.\n"
         f"To train from scratch instead, pass weights=None."
     )

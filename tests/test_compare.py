@@ -1,0 +1,106 @@
+"""``attnmel compare`` and :func:`attnmel.experiments.compare_runs` on hand-made run folders (no training)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from attnmel.cli import main
+from attnmel.config import TrainConfig
+from attnmel.experiments import NotARunFolder, compare_runs, comparison_csv, comparison_markdown
+
+
+def make_run(folder: Path, metrics: dict[str, dict], best: int = 2, **config) -> Path:
+    """A run folder as fit leaves it, as far as compare reads it: config.json, history.json, metrics/."""
+    folder.mkdir(parents=True)
+    cfg = TrainConfig(dataset="synthetic", run_dir=str(folder), **config)
+    (folder / "config.json").write_text(json.dumps(cfg.to_dict()))
+    history = [{"epoch": e, "val_auc": 0.5 + e / 10, "is_best": e == best} for e in (1, 2, 3)]
+    (folder / "history.json").write_text(json.dumps(history))
+    for split, values in metrics.items():
+        (folder / "metrics").mkdir(exist_ok=True)
+        (folder / "metrics" / f"{split}.json").write_text(json.dumps({"n": 40, "epoch": best, **values}))
+    return folder
+
+
+@pytest.fixture
+def runs(tmp_path) -> list[Path]:
+    a = make_run(
+        tmp_path / "attn",
+        {
+            "Test_v2": {"auc": 0.81, "auc_ci": [0.7, 0.9], "ap": 0.6, "ap_ci": [0.4, 0.8]},
+            "Validation": {"auc": 0.7, "auc_ci": None, "ap": 0.5, "ap_ci": None},
+        },
+        best=3,
+        model="attnmel_cnn",
+        lr=0.01,
+    )
+    b = make_run(
+        tmp_path / "gap",
+        {"Test_v2": {"auc": 0.75, "auc_ci": [0.6, 0.85], "ap": 0.55, "ap_ci": [0.3, 0.7]}},
+        model="vgg16_gap",
+        lr=0.001,
+    )
+    c = make_run(tmp_path / "unfinished", {}, model="attnmel_cnn", lr=0.01)
+    return [a, b, c]
+
+
+def test_compare_runs_rows_default_split_and_differing_settings(runs) -> None:
+    comparison = compare_runs(runs)
+    assert comparison.split == "Test_v2"  # the first test split, not Validation
+    assert comparison.settings == ["lr", "model"]  # run_dir differs too, but names the folder only
+    attn, gap, unfinished = comparison.rows
+    assert (attn["run"], attn["auc"], attn["auc_ci"], attn["best_epoch"], attn["model"]) == (
+        "attn", 0.81, [0.7, 0.9], 3, "attnmel_cnn"
+    )  # fmt: skip
+    assert (gap["ap"], gap["best_epoch"], gap["lr"]) == (0.55, 2, 0.001)
+    assert unfinished["auc"] is None and unfinished["best_epoch"] == 2
+    assert comparison.notes == ["unfinished: no metrics for split 'Test_v2' (has: none)"]
+    assert compare_runs(runs, split="Validation").rows[1]["auc"] is None
+
+
+def test_markdown_and_csv_formats(runs) -> None:
+    comparison = compare_runs(runs)
+    text = comparison_markdown(comparison)
+    lines = text.splitlines()
+    assert lines[0] == "| run | AUC [95% CI] (Test_v2) | AP [95% CI] | best epoch | lr | model |"
+    assert lines[2] == "| attn | 0.810 [0.700, 0.900] | 0.600 [0.400, 0.800] | 3 | 0.01 | attnmel_cnn |"
+    assert lines[4] == "| unfinished |  |  | 2 | 0.01 | attnmel_cnn |"
+    assert lines[-1] == "Note: unfinished: no metrics for split 'Test_v2' (has: none)"
+    rows = list(csv.DictReader(io.StringIO(comparison_csv(comparison))))
+    assert [r["run"] for r in rows] == ["attn", "gap", "unfinished"]
+    assert (rows[1]["auc"], rows[1]["auc_low"], rows[1]["auc_high"], rows[1]["model"]) == (
+        "0.75", "0.6", "0.85", "vgg16_gap"
+    )  # fmt: skip
+    assert rows[2]["auc"] == "" and rows[2]["auc_low"] == ""
+
+
+def test_a_folder_that_is_not_a_run_is_one_error(runs, tmp_path) -> None:
+    (tmp_path / "notes").mkdir()
+    with pytest.raises(NotARunFolder, match=r"notes is not a run folder \(no readable config.json\)"):
+        compare_runs([runs[0], tmp_path / "notes"])
+    with pytest.raises(NotARunFolder, match="is not a folder"):
+        compare_runs([tmp_path / "absent"])
+
+
+def test_cli_compare(runs, tmp_path, capsys) -> None:
+    assert main(["compare", *map(str, runs)]) == 0
+    out = capsys.readouterr().out
+    assert "| attn | 0.810 [0.700, 0.900]" in out and "Note: unfinished" in out
+    assert main(["compare", *map(str, runs), "--format", "csv", "--split", "Validation"]) == 0
+    captured = capsys.readouterr()
+    rows = list(csv.DictReader(io.StringIO(captured.out)))
+    assert rows[0]["auc"] == "0.7" and rows[0]["split"] == "Validation" and rows[1]["auc"] == ""
+    assert "note: gap: no metrics for split 'Validation'" in captured.err
+    (tmp_path / "junk").mkdir()
+    assert main(["compare", str(runs[0]), str(tmp_path / "junk")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        len(err) == 1
+        and err[0].startswith("attnmel compare: error: ")
+        and "junk is not a run folder" in err[0]
+    )
