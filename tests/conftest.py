@@ -218,3 +218,16 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic(tmp_path_factory) -> Path:
+    """A 40-image synthetic set at 48 px (seed 0), made once per session and shared by the engine tests.
+
+    Tests must not change it: one that needs a broken copy copies it first (``shutil.copytree``).
+    """
+    from attnmel.data import make_synthetic
+
+    root = tmp_path_factory.mktemp("tiny-synthetic") / "syn"
+    make_synthetic(root, n=40, size=48, seed=0)
+    return root

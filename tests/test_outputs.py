@@ -17,12 +17,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def synthetic_root(tmp_path_factory) -> Path:
-    from attnmel.data import make_synthetic
-
-    root = tmp_path_factory.mktemp("data") / "syn"
-    make_synthetic(root, n=40, size=48, seed=0)
-    return root
+def synthetic_root(tiny_synthetic) -> Path:
+    return tiny_synthetic  # the session's shared 40-image set (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

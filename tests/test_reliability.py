@@ -38,12 +38,8 @@ QUIET = {"log": lambda _msg: None}
 
 
 @pytest.fixture(scope="module")
-def syn(tmp_path_factory) -> Path:
-    from attnmel.data import make_synthetic
-
-    root = tmp_path_factory.mktemp("data") / "syn"
-    make_synthetic(root, n=40, size=48, seed=0)
-    return root
+def syn(tiny_synthetic) -> Path:
+    return tiny_synthetic  # the session's shared 40-image set (tests/conftest.py)
 
 
 def tiny(root: Path, run_dir: Path, **changes):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -35,12 +36,8 @@ def test_paired_difference_uses_the_seeds_both_models_have() -> None:
 
 
 @pytest.fixture(scope="module")
-def syn(tmp_path_factory):
-    from attnmel.data import make_synthetic
-
-    root = tmp_path_factory.mktemp("data") / "syn"
-    make_synthetic(root, n=40, size=48, seed=0)
-    return root
+def syn(tiny_synthetic) -> Path:
+    return tiny_synthetic  # the session's shared 40-image set (tests/conftest.py)
 
 
 def _flags(root, run_dir) -> list[str]:
