@@ -368,12 +368,18 @@ def evaluate_external(
     return results
 
 
-def format_metric(value: Any, ci: Any = None) -> str:
+def format_metric(value: Any, ci: Any = None, *, for_book: bool = False) -> str:
+    """``0.912 [0.880, 0.940]``, or ``—`` for a missing value.
+
+    ``for_book``: a no-break space inside the interval, so a narrow table cell wraps before the interval
+    rather than inside it (the book's tables); plain spaces for terminals and CSV.
+    """
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     text = f"{value:.3f}"
     if ci:
-        text += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+        gap = "\u00a0" if for_book else " "
+        text += f" [{ci[0]:.3f},{gap}{ci[1]:.3f}]"
     return text
 
 
@@ -430,11 +436,14 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], with_dermo: bool = True) -
     header += [f"{s.upper()} AUC (ours, 95% CI)" for s in sets[:1]]  # one external column: the test set
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for i, r in enumerate(rows, 1):
-        cells = [str(i), r["method"], format_metric(r["ap"], r["ap_ci"]), format_metric(r["paper_ap"])]
-        cells += [format_metric(r["auc"], r["auc_ci"]), format_metric(r["paper_auc"]), tick[r["lesion"]]]
+        cells = [str(i), r["method"], format_metric(r["ap"], r["ap_ci"], for_book=True)]
+        cells += [format_metric(r["paper_ap"]), format_metric(r["auc"], r["auc_ci"], for_book=True)]
+        cells += [format_metric(r["paper_auc"]), tick[r["lesion"]]]
         cells += [tick[r["dermo"]]] if with_dermo else []
         cells += [tick[r["interp"]], tick[r["ensemble"]], tick[r["external"]]]
-        cells += [format_metric(r.get("external_auc"), r.get("external_auc_ci"))] if sets else []
+        cells += (
+            [format_metric(r.get("external_auc"), r.get("external_auc_ci"), for_book=True)] if sets else []
+        )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

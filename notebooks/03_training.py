@@ -66,7 +66,7 @@ print(f"profile {profile!r}: {config.model} on {config.dataset}, {config.image_s
 # %%
 run = experiments.run_or_load(config, reuse=reuse_run)
 print(f"best epoch {run.best_epoch} of {len(run.history)}, training time {run.seconds / 60:.1f} min")
-print("run folder:", sorted(p.name for p in run.run_dir.iterdir()))
+print("run folder:", sorted(p.name for p in run.run_dir.iterdir() if not p.name.startswith(".")))  # not the lock record
 
 # %% [markdown]
 # ## Learning curves

@@ -39,7 +39,7 @@ def test_results_table_puts_ours_beside_the_papers_and_marks_the_columns(tmp_pat
     lesion = next(r for r in rows if r["method"] == "AttnMel-CNN-Lesion")
     assert lesion["auc"] is None and lesion["lesion"] and not lesion["dermo"]
     text = experiments.markdown_table(rows)
-    assert "| 4 | AttnMel-CNN | 0.800 | 0.655 | 0.910 [0.860, 0.920] | 0.872 | ✗ | ✗ | ✓ | ✗ | ✗ |" in text
+    assert "| 4 | AttnMel-CNN | 0.800 | 0.655 | 0.910 [0.860,\u00a00.920] | 0.872 | ✗ | ✗ | ✓ | ✗ | ✗ |" in text
     assert text.count("\n") == len(rows) + 1
 
 
