@@ -427,11 +427,17 @@ def results_table(
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]], with_dermo: bool = True) -> str:
-    """A Markdown rendering of :func:`results_table` rows (the paper's column order)."""
+    """A Markdown rendering of :func:`results_table` rows (the paper's column order).
+
+    The paper's Ensemble and External columns are shown only when some row has them; when every row is ✗
+    they are dropped and a line under the table says so, which keeps the table inside the book's column.
+    """
     tick = {True: "✓", False: "✗"}
     header = ["#", "Method", "AP (ours, 95% CI)", "AP (paper)", "AUC (ours, 95% CI)", "AUC (paper)", "Lesion"]
     header += ["Dermo"] if with_dermo else []
-    header += ["Interp", "Ensemble", "External"]
+    header += ["Interp"]
+    flags = [k for k in ("ensemble", "external") if any(r[k] for r in rows)]
+    header += [k.capitalize() for k in flags]
     sets = sorted({r["external_set"] for r in rows if r.get("external_set")})
     header += [f"{s.upper()} AUC (ours, 95% CI)" for s in sets[:1]]  # one external column: the test set
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -440,11 +446,14 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], with_dermo: bool = True) -
         cells += [format_metric(r["paper_ap"]), format_metric(r["auc"], r["auc_ci"], for_book=True)]
         cells += [format_metric(r["paper_auc"]), tick[r["lesion"]]]
         cells += [tick[r["dermo"]]] if with_dermo else []
-        cells += [tick[r["interp"]], tick[r["ensemble"]], tick[r["external"]]]
+        cells += [tick[r["interp"]]] + [tick[r[k]] for k in flags]
         cells += (
             [format_metric(r.get("external_auc"), r.get("external_auc_ci"), for_book=True)] if sets else []
         )
         lines.append("| " + " | ".join(cells) + " |")
+    dropped = [k.capitalize() for k in ("ensemble", "external") if k not in flags]
+    if rows and dropped:
+        lines += ["", f"{' and '.join(dropped)} (the paper's columns): ✗ for every row, so not shown."]
     return "\n".join(lines)
 
 

@@ -39,8 +39,12 @@ def test_results_table_puts_ours_beside_the_papers_and_marks_the_columns(tmp_pat
     lesion = next(r for r in rows if r["method"] == "AttnMel-CNN-Lesion")
     assert lesion["auc"] is None and lesion["lesion"] and not lesion["dermo"]
     text = experiments.markdown_table(rows)
-    assert "| 4 | AttnMel-CNN | 0.800 | 0.655 | 0.910 [0.860,\u00a00.920] | 0.872 | ✗ | ✗ | ✓ | ✗ | ✗ |" in text
-    assert text.count("\n") == len(rows) + 1
+    assert "| 4 | AttnMel-CNN | 0.800 | 0.655 | 0.910 [0.860,\u00a00.920] | 0.872 | ✗ | ✗ | ✓ |" in text
+    table, note = text.split("\n\n")
+    assert table.count("\n") == len(rows) + 1
+    assert note == "Ensemble and External (the paper's columns): ✗ for every row, so not shown."
+    rows[0]["external"] = True  # a row that used external data brings the column back
+    assert "| Interp | External |" in experiments.markdown_table(rows)
 
 
 def test_a_finished_run_with_other_settings_is_not_silently_reused(tmp_path):
