@@ -158,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--artifact-bias", type=float, default=0.0, help="artifact-label correlation in [0, 1] (default 0)"
     )
+    p.add_argument(
+        "--difficulty",
+        type=float,
+        default=0.0,
+        help="how subtle the lesion cues are, in [0, 1]: subtle melanomas, atypical nevi and mimics (default 0)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing synthetic set at ROOT")
 
     p = sub.add_parser(
@@ -389,6 +395,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         size=args.size,
         seed=args.seed,
         artifact_bias=args.artifact_bias,
+        difficulty=args.difficulty,
         overwrite=args.overwrite,
     )
     print(f"wrote {sum(summary.counts.values())} images to {summary.root} in {summary.seconds:.1f} s")

@@ -58,6 +58,7 @@ def ensure_synthetic(config: TrainConfig, log: Callable[[str], None] = print) ->
             size=config.synthetic_size,
             seed=config.synthetic_seed,
             artifact_bias=config.synthetic_artifact_bias,
+            difficulty=config.synthetic_difficulty,
         )
     except Exception:
         if not (

@@ -67,6 +67,9 @@ if out_dir.exists() and not reuse_runs:
 print(f"attnmel {attnmel.__version__}, torch {torch.__version__}; profile {profile!r}")
 print(f"protocol: {base.dataset}, {base.image_size} px, {base.epochs} epochs, batch {base.batch_size}, "
       f"lr {base.lr} (x{base.lr_gamma} every {base.lr_step}), sampler {base.sampler}, precision {base.precision}")
+if base.dataset == "synthetic":
+    print(f"synthetic set: {base.synthetic_n} images, difficulty {base.synthetic_difficulty} "
+          "(subtle melanomas, atypical nevi and benign mimics of melanoma's cues; 0 = every model near AUC 1)")
 
 # %% [markdown]
 # ## Training the seven models
@@ -82,8 +85,9 @@ print(f"all models: {(time.perf_counter() - start) / 60:.1f} min")
 # %% [markdown]
 # ## Table 2: the ISIC 2017 protocol
 #
-# Test split of the dataset this profile trains on (under `smoke`, the synthetic set's Test_v2 split: the
-# paper's figures are ISIC 2017's and are shown for the layout, not for comparison). Given a PH2 folder
+# Test split of the dataset this profile trains on (under `smoke`, the synthetic set's Test_v2 split, drawn
+# at the difficulty printed above: the paper's figures are ISIC 2017's and are shown for the layout, not for
+# comparison). The intervals are wide: one seed, and a test split of a few dozen images. Given a PH2 folder
 # (`ph2_root`, or `make book PH2=...`), each model's best checkpoint is also scored on PH2, which none of them
 # saw in training: a check of how the ranking carries over to an external set. The paper reports no PH2 figures.
 

@@ -305,3 +305,41 @@ def test_failure_leaves_nothing_half_written(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="boom"):
         make_synthetic(tmp_path / "set", n=20, size=32, workers=1)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_difficulty_zero_is_the_original_set_and_difficulty_brings_mimics_and_subtle_melanomas():
+    """``difficulty`` d: 0 draws the very same pixels as before; d > 0 gives benign lesions melanoma's
+    cues (streaks are drawn only on atypical lesions) and narrows the colour gap between the classes."""
+    for index in range(3):
+        assert np.array_equal(
+            render("nevus", True, seed=2, index=index, size=48)["image"],
+            render("nevus", True, seed=2, index=index, size=48, difficulty=0.0)["image"],
+        )
+
+    def benign_streaks(d: float) -> int:
+        return sum(
+            int(render("nevus", False, seed=7, index=i, size=64, difficulty=d)["features"]["streaks"].any())
+            for i in range(40)
+        )
+
+    assert benign_streaks(0.0) == 0  # nevi never carry streaks in the original set
+    assert benign_streaks(1.0) >= 3  # mimics do
+
+    def colour_gap(d: float) -> float:
+        def spread(kind: str) -> float:
+            values = []
+            for i in range(24):
+                out = render(kind, False, seed=5, index=i, size=64, difficulty=d)
+                values.append(out["image"][out["lesion"]].astype(np.float32).std(0).mean())
+            return float(np.mean(values))
+
+        return spread("melanoma") - spread("nevus")
+
+    assert colour_gap(1.0) < 0.8 * colour_gap(0.0)
+
+
+def test_difficulty_is_validated_and_recorded(tmp_path):
+    with pytest.raises(ValueError, match=r"difficulty must be a number in \[0, 1\], got 1.5"):
+        make_synthetic(tmp_path / "x", n=30, size=32, difficulty=1.5)
+    make_synthetic(tmp_path / "y", n=30, size=32, difficulty=0.5)
+    assert json.loads((tmp_path / "y" / MANIFEST).read_text())["difficulty"] == 0.5

@@ -164,6 +164,7 @@ def make_synthetic(
     size: int = 256,
     seed: int = 0,
     artifact_bias: float = 0.0,
+    difficulty: float = 0.0,
     melanoma_fraction: float = 0.3,
     splits: Sequence[float] = (0.7, 0.1, 0.2),
     n_shift: int | None = None,
@@ -181,6 +182,9 @@ def make_synthetic(
         seed: seed of every random choice; the same seed gives byte-identical files.
         artifact_bias: b in [0, 1]; P(artifact | melanoma) = 0.5 + b/2, P(artifact | benign) = 0.5 - b/2 in
             Training, Validation and Test_v2 (exact counts per class). Test_shift always uses 0.5.
+        difficulty: d in [0, 1]: how hard the lesion cues are. It widens the overlap of the classes' latent
+            atypia (more subtle melanomas, more atypical nevi) and gives a share d of the atypical benign
+            lesions melanoma's cues (mimics). 0 is the original set, byte for byte.
         melanoma_fraction: share of melanoma images in every split (exact count, rounded).
         splits: fractions of ``n`` for Training, Validation, Test_v2; positive, summing to 1.
         n_shift: images in Test_shift; defaults to the size of Test_v2.
@@ -194,6 +198,8 @@ def make_synthetic(
     start = time.perf_counter()
     root = Path(root)
     counts = _validate(n, size, seed, artifact_bias, melanoma_fraction, splits, n_shift, workers)
+    if not (isinstance(difficulty, int | float) and 0.0 <= difficulty <= 1.0):
+        raise ValueError(f"difficulty must be a number in [0, 1], got {difficulty!r}")
     _check_root(root, overwrite)
     items = _plan(counts, seed, artifact_bias, melanoma_fraction)
 
@@ -203,7 +209,7 @@ def make_synthetic(
         for split in SPLITS:
             for sub in ("Data", "Part1_GroundTruth", "Part2_GroundTruth", "Artifact_Masks"):
                 (stage / f"ISIC-2017_{split}_{sub}").mkdir()
-        jobs = [(str(stage), item, seed, size) for item in items]
+        jobs = [(str(stage), item, seed, size, float(difficulty)) for item in items]
         if workers is None:
             workers = 1 if len(items) * size * size < 100 * 256 * 256 else min(2, os.cpu_count() or 1)
         with bar(total=len(jobs), desc="synthetic images", unit="img", enabled=progress) as images:
@@ -228,6 +234,7 @@ def make_synthetic(
             "size": size,
             "seed": seed,
             "artifact_bias": artifact_bias,
+            "difficulty": difficulty,
             "melanoma_fraction": melanoma_fraction,
             "splits": list(splits),
             "n_shift": counts["Test_shift"],
@@ -388,13 +395,13 @@ def _move_into_place(stage: Path, root: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _draw_and_write_star(job: tuple[str, _Item, int, int]) -> None:
+def _draw_and_write_star(job: tuple[str, _Item, int, int, float]) -> None:
     _draw_and_write(*job)
 
 
-def _draw_and_write(stage: str, item: _Item, seed: int, size: int) -> None:
+def _draw_and_write(stage: str, item: _Item, seed: int, size: int, difficulty: float = 0.0) -> None:
     """Draw one image and write its five files into the staging folder."""
-    out = render(item.kind, item.artifact, seed=seed, index=item.index, size=size)
+    out = render(item.kind, item.artifact, seed=seed, index=item.index, size=size, difficulty=difficulty)
     base = Path(stage)
     split, image_id = item.split, item.image_id
     buf = io.BytesIO()
@@ -426,8 +433,11 @@ def encode_superpixels(index: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------------
 
 
-def render(kind: str, artifact: bool, *, seed: int, index: int, size: int) -> dict:
+def render(kind: str, artifact: bool, *, seed: int, index: int, size: int, difficulty: float = 0.0) -> dict:
     """Draw one synthetic dermoscopy image and its annotations (pure function of its arguments).
+
+    ``difficulty`` in [0, 1] (see :func:`make_synthetic`) widens the overlap of the two classes' atypia and
+    lets benign lesions with high atypia borrow melanoma's cues; 0 draws exactly the images it always drew.
 
     Returns a dict with ``image`` (S, S, 3) uint8, ``lesion`` (S, S) bool, ``artifact`` (S, S) bool,
     ``field`` (S, S) bool (the dermoscope's field of view), ``superpixels`` (S, S) int32 indices 0..K-1 and
@@ -439,11 +449,17 @@ def render(kind: str, artifact: bool, *, seed: int, index: int, size: int) -> di
     S = size
     k = S / 256.0  # length scale: every size below is given for a 256 px image
     melanoma = kind == "melanoma"
-    # Latent atypia: benign low, melanoma high, overlapping in (0.3, 0.55).
+    d = float(difficulty)
+    # Latent atypia: benign low, melanoma high, overlapping in (0.3, 0.55); difficulty makes more melanomas
+    # subtle (and subtler) and more benign lesions atypical.
     if melanoma:
-        s = rng.uniform(0.3, 0.6) if rng.random() < 0.15 else rng.uniform(0.5, 1.0)
+        s = rng.uniform(0.3 - 0.2 * d, 0.6) if rng.random() < 0.15 + 0.45 * d else rng.uniform(0.5, 1.0)
     else:
-        s = rng.uniform(0.3, 0.55) if rng.random() < 0.12 else rng.uniform(0.0, 0.35)
+        s = rng.uniform(0.3, 0.55 + 0.3 * d) if rng.random() < 0.12 + 0.3 * d else rng.uniform(0.0, 0.35)
+    # A mimic: a benign lesion drawn with melanoma's cues (veil, blotches of colour, atypical dots, streaks,
+    # asymmetry), only ever at difficulty > 0 (no extra random draw at 0, so those sets stay byte-identical).
+    mimic = not melanoma and d > 0 and s > 0.3 and rng.random() < d
+    atypical = melanoma or mimic
 
     yy, xx = np.mgrid[0:S, 0:S].astype(np.float32) + 0.5  # (S, S) pixel centres
 
@@ -465,7 +481,7 @@ def render(kind: str, artifact: bool, *, seed: int, index: int, size: int) -> di
     amp[0] = s * rng.uniform(0.06, 0.16)  # k = 1: asymmetry
     amp[2:6] = (0.012 + 0.11 * s**1.5) * rng.uniform(0.3, 1.0, 4) / np.sqrt(np.arange(1, 5))
     amp[6:] = (0.002 + 0.035 * s**2) * rng.uniform(0.2, 1.0, 10)
-    if not melanoma:
+    if not atypical:
         amp[2::2] *= 0.5  # odd harmonics (asymmetry) weaker in benign lesions
     phase = rng.uniform(0, 2 * np.pi, 16)
 
@@ -490,15 +506,15 @@ def render(kind: str, artifact: bool, *, seed: int, index: int, size: int) -> di
     lesion_alpha = alpha * rng.uniform(0.82, 0.97)
 
     feature_px = {name: np.zeros((S, S), dtype=bool) for name in FEATURES}
-    colour = _lesion_colour(rng, S, kind, s, rho, xx, yy, cx, cy)  # (S, S, 3)
+    colour = _lesion_colour(rng, S, "melanoma" if atypical else kind, s, rho, xx, yy, cx, cy)  # (S, S, 3)
 
     # Pigment network: a fine regular mesh fading towards the border in benign lesions; in melanoma a
     # warped, thick, dark mesh in patches.
-    if rng.random() < (0.6 if not melanoma else 0.3 + 0.4 * s):
-        irregular = s * rng.uniform(0.8, 1.3) if melanoma else 0.1 + s * 0.3
+    if rng.random() < (0.6 if not atypical else 0.3 + 0.4 * s):
+        irregular = s * rng.uniform(0.8, 1.3) if atypical else 0.1 + s * 0.3
         period = k * rng.uniform(6.0, 8.5) * (1.0 + 0.4 * irregular)
         line = _network(rng, S, xx, yy, period, irregular, thick=0.05 + 0.45 * irregular)
-        if melanoma:
+        if atypical:
             region = _smoothstep(-0.2, 0.5, _smooth_noise(rng, S, 4)) * _smoothstep(1.0, 0.75, rho)
             depth = rng.uniform(0.45, 0.7) * region
         else:
@@ -506,7 +522,7 @@ def render(kind: str, artifact: bool, *, seed: int, index: int, size: int) -> di
             depth = rng.uniform(0.2, 0.35) * region
         colour *= 1.0 - depth[..., None] * line[..., None]
         feature_px["pigment_network"] = (line * region > 0.35) & lesion
-    if melanoma and rng.random() < 0.3 * s + 0.05:
+    if atypical and rng.random() < 0.3 * s + 0.05:
         line = _network(rng, S, xx, yy, k * rng.uniform(8.0, 11.0), 0.6, thick=0.25)
         region = _smoothstep(0.2, 0.8, _smooth_noise(rng, S, 4)) * _smoothstep(0.95, 0.6, rho)
         w = (rng.uniform(0.4, 0.6) * line * region)[..., None]
@@ -514,7 +530,7 @@ def render(kind: str, artifact: bool, *, seed: int, index: int, size: int) -> di
         feature_px["negative_network"] = (line * region > 0.35) & lesion
 
     # Blue-white veil: an irregular, hazy blue-grey-white area inside the lesion.
-    if melanoma and rng.random() < min(0.9, 1.2 * s - 0.1):
+    if atypical and rng.random() < min(0.9, 1.2 * s - 0.1):
         a = rng.uniform(0, 2 * np.pi)
         off = lesion_r0 * rng.uniform(0.1, 0.45)
         bx, by = cx + math.cos(a) * off, cy + math.sin(a) * off
@@ -528,20 +544,20 @@ def render(kind: str, artifact: bool, *, seed: int, index: int, size: int) -> di
         veil = veil * (1.0 + 0.25 * _smooth_noise(rng, S, max(8, S // 12)))  # ground-glass grain
         colour = _composite(colour, np.clip(veil, 0, 1), veil_colour)
     # Regression: whitish scar-like patches in some melanomas.
-    if melanoma and rng.random() < 0.3 * s:
+    if atypical and rng.random() < 0.3 * s:
         scar = _smoothstep(0.6, 1.4, _smooth_noise(rng, S, 6)) * _smoothstep(0.95, 0.6, rho) * 0.6
         colour = _composite(colour, scar, np.array([0.86, 0.76, 0.74], np.float32))
 
     img = _composite(img, lesion_alpha, colour)
 
     # Dots, streaks and milia-like cysts are drawn as PIL layers and composited.
-    if melanoma and rng.random() < 0.3 + 0.7 * s:
+    if atypical and rng.random() < 0.3 + 0.7 * s:
         dots = _dots(rng, S, k, cx, cy, radius, n=int(6 + 30 * s * rng.uniform(0.5, 1.0)), atypical=True)
         img = _composite(img, dots * alpha * 0.9, _MEL_COLOURS[rng.integers(2)])
-    elif not melanoma and rng.random() < 0.3:
+    elif not atypical and rng.random() < 0.3:
         dots = _dots(rng, S, k, cx, cy, radius, n=int(rng.integers(4, 12)), atypical=False)
         img = _composite(img, dots * alpha * 0.6, _BENIGN_BROWNS[2] * 0.7)
-    if melanoma and rng.random() < 0.2 + 0.6 * s:
+    if atypical and rng.random() < 0.2 + 0.6 * s:
         streaks = _streaks(rng, S, k, cx, cy, radius)
         img = _composite(img, streaks * 0.85, _MEL_COLOURS[0] * rng.uniform(0.7, 1.1))
         feature_px["streaks"] = (streaks > 0.4) & lesion
