@@ -337,9 +337,36 @@ def test_difficulty_zero_is_the_original_set_and_difficulty_brings_mimics_and_su
 
     assert colour_gap(1.0) < 0.8 * colour_gap(0.0)
 
+    def artifact_area(d: float) -> float:
+        return float(
+            np.mean(
+                [
+                    render("nevus", True, seed=3, index=i, size=64, difficulty=d)["artifact"].sum()
+                    for i in range(8)
+                ]
+            )
+        )
+
+    assert artifact_area(1.0) > 2.0 * artifact_area(0.0)  # the shortcut gets easier as the lesion gets harder
+
 
 def test_difficulty_is_validated_and_recorded(tmp_path):
     with pytest.raises(ValueError, match=r"difficulty must be a number in \[0, 1\], got 1.5"):
         make_synthetic(tmp_path / "x", n=30, size=32, difficulty=1.5)
     make_synthetic(tmp_path / "y", n=30, size=32, difficulty=0.5)
     assert json.loads((tmp_path / "y" / MANIFEST).read_text())["difficulty"] == 0.5
+
+
+def test_generative_examples_show_each_kind_of_lesion():
+    from attnmel.data.synthetic import generative_examples
+
+    titles = [e["title"].split("\n")[0] for e in generative_examples(0.5, size=48)]
+    assert titles == [
+        "typical melanoma",
+        "subtle melanoma",
+        "typical nevus",
+        "nevus mimicking melanoma",
+        "seborrheic keratosis",
+        "nevus with an artifact",
+    ]
+    assert "nevus mimicking melanoma" not in [e["title"] for e in generative_examples(0.0, size=48)]

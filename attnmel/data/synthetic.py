@@ -85,6 +85,7 @@ __all__ = [
     "SyntheticSummary",
     "make_synthetic",
     "render",
+    "generative_examples",
     "encode_superpixels",
     "SPLITS",
     "FEATURES",
@@ -183,8 +184,9 @@ def make_synthetic(
         artifact_bias: b in [0, 1]; P(artifact | melanoma) = 0.5 + b/2, P(artifact | benign) = 0.5 - b/2 in
             Training, Validation and Test_v2 (exact counts per class). Test_shift always uses 0.5.
         difficulty: d in [0, 1]: how hard the lesion cues are. It widens the overlap of the classes' latent
-            atypia (more subtle melanomas, more atypical nevi) and gives a share d of the atypical benign
-            lesions melanoma's cues (mimics). 0 is the original set, byte for byte.
+            atypia (more subtle melanomas, more atypical nevi), gives a share d of the atypical benign
+            lesions melanoma's cues (mimics), and draws the artifact (1 + 1.5 d) times larger, so that it
+            becomes the easier cue. 0 is the original set, byte for byte.
         melanoma_fraction: share of melanoma images in every split (exact count, rounded).
         splits: fractions of ``n`` for Training, Validation, Test_v2; positive, summing to 1.
         n_shift: images in Test_shift; defaults to the size of Test_v2.
@@ -440,8 +442,8 @@ def render(kind: str, artifact: bool, *, seed: int, index: int, size: int, diffi
     lets benign lesions with high atypia borrow melanoma's cues; 0 draws exactly the images it always drew.
 
     Returns a dict with ``image`` (S, S, 3) uint8, ``lesion`` (S, S) bool, ``artifact`` (S, S) bool,
-    ``field`` (S, S) bool (the dermoscope's field of view), ``superpixels`` (S, S) int32 indices 0..K-1 and
-    ``features`` {name: (K,) uint8}.
+    ``field`` (S, S) bool (the dermoscope's field of view), ``superpixels`` (S, S) int32 indices 0..K-1,
+    ``features`` {name: (K,) uint8}, and the latent ``atypia`` score and ``mimic`` flag it was drawn with.
     """
     if kind not in ("melanoma", "nevus", "seborrheic_keratosis"):
         raise ValueError(f"kind must be 'melanoma', 'nevus' or 'seborrheic_keratosis', got {kind!r}")
@@ -570,7 +572,9 @@ def render(kind: str, artifact: bool, *, seed: int, index: int, size: int, diffi
     artifact_mask = np.zeros((S, S), dtype=bool)
     if artifact:
         art_rng = np.random.default_rng([seed, _TAG_ARTIFACT, index])
-        img, artifact_mask = _artifact(art_rng, img, S, k, cx, cy, r_max, vx, vy, radius_v - field_soft)
+        img, artifact_mask = _artifact(
+            art_rng, img, S, k, cx, cy, r_max, vx, vy, radius_v - field_soft, scale=1.0 + 1.5 * d
+        )
 
     if rng.random() < 0.55:
         hairs = _hairs(rng, S, k, int(rng.integers(1, 7)))
@@ -593,6 +597,8 @@ def render(kind: str, artifact: bool, *, seed: int, index: int, size: int, diffi
         "field": fov > 0.5,
         "superpixels": superpixels,
         "features": {name: _superpixel_labels(superpixels, px, lesion) for name, px in feature_px.items()},
+        "atypia": float(s),  # the latent score the cues were drawn from
+        "mimic": bool(mimic),  # a benign lesion drawn with melanoma's cues
     }
 
 
@@ -798,10 +804,14 @@ def _artifact(
     vx: float,
     vy: float,
     field_r: float,
+    scale: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A sticker or an ink stroke in the field of view, clear of the lesion. Returns (image, mask)."""
+    """A sticker or an ink stroke in the field of view, clear of the lesion. Returns (image, mask).
+
+    ``scale`` enlarges it (harder sets make the artifact an easier shortcut than the subtler lesion cues).
+    """
     sticker = rng.random() < 0.5
-    extent = S * (rng.uniform(0.045, 0.065) if sticker else rng.uniform(0.065, 0.1))
+    extent = S * (rng.uniform(0.045, 0.065) if sticker else rng.uniform(0.065, 0.1)) * scale
     margin = 0.02 * S
     for _ in range(20):
         cand = rng.uniform(0, S, (256, 2))  # (256, 2) candidate centres
@@ -884,3 +894,32 @@ def _superpixel_labels(superpixels: np.ndarray, pixels: np.ndarray, lesion: np.n
     inside = np.bincount(flat, weights=lesion.ravel().astype(np.float64), minlength=k)
     hits = np.bincount(flat, weights=pixels.ravel().astype(np.float64), minlength=k)
     return ((hits >= np.maximum(2, 0.05 * area)) & (inside >= 0.5 * area)).astype(np.uint8)
+
+
+def generative_examples(difficulty: float = 0.5, *, size: int = 128, seed: int = 0) -> list[dict]:
+    """One drawn example of each kind of lesion the generator makes, for the data chapter's figure.
+
+    Returns ``[{"title", "image", "lesion", "atypia"}]`` in the order: a typical melanoma, a subtle melanoma
+    (low atypia), a typical nevus, an atypical nevus that mimics melanoma's cues (only at ``difficulty`` > 0),
+    a seborrheic keratosis, and a nevus with the spurious artifact. Found by scanning image indices of
+    ``seed``, so the figure is the same on every build.
+    """
+    wanted = [
+        ("typical melanoma", "melanoma", False, lambda o: o["atypia"] > 0.75),
+        ("subtle melanoma", "melanoma", False, lambda o: o["atypia"] < 0.45),
+        ("typical nevus", "nevus", False, lambda o: o["atypia"] < 0.2),
+        ("nevus mimicking melanoma", "nevus", False, lambda o: o["mimic"]),
+        ("seborrheic keratosis", "seborrheic_keratosis", False, lambda o: True),
+        ("nevus with an artifact", "nevus", True, lambda o: o["atypia"] < 0.35),
+    ]
+    examples = []
+    for title, kind, artifact, accept in wanted:
+        for index in range(400):
+            out = render(kind, artifact, seed=seed, index=index, size=size, difficulty=difficulty)
+            if accept(out):
+                label = f"{title}\natypia {out['atypia']:.2f}"
+                examples.append(
+                    {"title": label, "image": out["image"], "lesion": out["lesion"], "atypia": out["atypia"]}
+                )
+                break
+    return examples
