@@ -34,6 +34,7 @@ __all__ = [
     "run_or_load",
     "run_variants",
     "run_seeds",
+    "run_variant_seeds",
     "seed_runs_of",
     "seeds_table",
     "seeds_markdown",
@@ -277,6 +278,38 @@ def run_seeds(
         log(f"==> seed {seed}")
         one = config.replace(seed=int(seed), run_dir=str(base_dir / f"seed-{seed}"), resume=False)
         runs[int(seed)] = run_or_load(one, reuse=reuse, log=log)
+    return runs
+
+
+def run_variant_seeds(
+    base: TrainConfig,
+    out_dir: str | Path,
+    names: Sequence[str],
+    seeds: Sequence[int],
+    reuse: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, dict[int, Run]]:
+    """Each named variant under each seed: ``{variant: {seed: Run}}`` (the chapters' multi-seed tables).
+
+    The run of ``base.seed`` is the one :func:`run_variants` keeps in ``<out_dir>/<variant>`` (so a chapter's
+    single-seed tables and this share it); the other seeds go to ``<out_dir>/seeds/<variant>/seed-<s>``.
+    Finished runs are reused and interrupted ones resumed, as in :func:`run_or_load`.
+    """
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct, got {list(seeds)}")
+    out_dir = Path(out_dir)
+    runs: dict[str, dict[int, Run]] = {}
+    for name in names:
+        if name not in VARIANTS:
+            raise ValueError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
+        runs[name] = {}
+        for seed in seeds:
+            folder = out_dir / name if seed == base.seed else out_dir / "seeds" / name / f"seed-{seed}"
+            log(f"==> {name}, seed {seed}")
+            config = base.replace(
+                **VARIANTS[name].overrides, seed=int(seed), run_dir=str(folder), resume=False
+            )
+            runs[name][int(seed)] = run_or_load(config, reuse=reuse, log=log)
     return runs
 
 

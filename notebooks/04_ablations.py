@@ -41,6 +41,7 @@ image_size = 0  # 0: the profile default
 variants = "all"  # comma-separated model names, or all
 reuse_runs = False  # True: reuse finished runs with the same settings instead of training again
 backbone_study = True  # also train AttnMel-CNN and GAP on ResNet-50 (not in the paper)
+seeds = 3  # training seeds per model for the across-seeds table (seed 0 is the run of Table 2); 1: none
 
 # %%
 # %matplotlib inline
@@ -101,6 +102,36 @@ atomic_write_json(out_dir / "table2.json", {"profile": profile, "dataset": base.
 Markdown(f"**{base.dataset}, {test_split}, profile `{profile}`**\n\n" + experiments.markdown_table(table2))
 
 # %% [markdown]
+# ## Across seeds: which differences survive a change of seed?
+#
+# One training run is one draw: another seed (initial weights, data order, augmentation) gives another AUC.
+# Each model is trained with `seeds` seeds under the same protocol; the table gives the mean ± sd of the
+# Test_v2 AUC with the 95% interval of the mean, and each model's difference to AttnMel-CNN **paired by seed**
+# with its 95% interval. An interval that contains 0 means the seeds cannot tell the two models apart. The test
+# images are the same for every seed, so this is the spread due to training, not to the test sample.
+
+# %%
+start = time.perf_counter()
+seed_list = list(range(base.seed, base.seed + max(1, seeds)))
+seed_runs = experiments.run_variant_seeds(base, out_dir / "isic2017", names, seed_list, reuse=True,
+                                          log=lambda m: None)
+reference = "AttnMel-CNN" if "AttnMel-CNN" in names else names[0]
+seed_rows = experiments.seeds_table(seed_runs, test_split, "auc", reference=reference)
+atomic_write_json(out_dir / "seeds.json", {"profile": profile, "split": test_split, "seeds": seed_list,
+                                           "reference": reference, "rows": seed_rows})
+print(f"{len(seed_list)} seed(s) x {len(names)} models: {(time.perf_counter() - start) / 60:.1f} min "
+      f"(the seed-{base.seed} runs are Table 2's)")
+Markdown(f"**{base.dataset}, {test_split}, profile `{profile}`, seeds {', '.join(map(str, seed_list))}**\n\n"
+         + experiments.seeds_markdown(seed_rows, reference=reference))
+
+# %%
+auc_by_seed = {r["method"]: r["per_seed"] for r in seed_rows}
+fig = plots.plot_paired_differences(auc_by_seed, reference, metric="AUC") if len(seed_list) > 1 else \
+    plots.plot_seed_distribution(auc_by_seed, metric="AUC")
+plots.save_figure(fig, out_dir / "seeds.png")
+fig
+
+# %% [markdown]
 # ## Table 1: the ISIC 2016 protocol
 #
 # Table 1 has the four models without ROI regularisation (ISIC 2016 has no dermoscopic-feature annotations).
@@ -153,6 +184,8 @@ Markdown(f"**{base.dataset}, {test_split}, profile `{profile}` (preset `{preset}
 #
 # - One protocol, seven models: the tables above are computed from the run folders in `04_ablations/`, with
 #   95% bootstrap intervals; overlapping intervals mean the test set cannot tell two models apart.
+# - The across-seeds table asks the other question: would the ranking survive another training run? A paired
+#   difference whose interval contains 0 is not a finding, whatever the single-seed table suggests.
 # - The paper's claims to check on real data (profiles `isic2017-cpu` and `paper`): attention beats plain
 #   pooling (AttnMel-CNN vs Mel-CNN), lesion or dermoscopic ROIs help, a background ROI hurts.
 # - The ResNet-50 rows ask whether attention helps a modern backbone too; under the `smoke` profile they show

@@ -100,3 +100,23 @@ def test_seeds_table_reads_a_sweep_folder_and_reports_paired_differences(syn, tm
     assert "difference to attnmel_cnn (paired, 95% CI)" in table and "reference" in table
     with pytest.raises(ValueError, match="distinct"):
         experiments.run_seeds(base, [1, 1])
+
+
+def test_variant_seeds_share_the_base_seed_run_with_the_single_seed_tables(syn, tmp_path) -> None:
+    from attnmel import experiments
+    from attnmel.config import TrainConfig
+
+    base = TrainConfig(
+        **{**TINY_RUN, "data_root": str(syn), "n_boot": 0, "epochs": 1, "max_train_samples": 8}
+    )
+    base = base.replace(eval_splits="Test_v2", seed=3)
+    quiet = {"log": lambda _m: None}
+    single = experiments.run_variants(base, tmp_path, ["VGG-16-GAP"], **quiet)["VGG-16-GAP"]
+    before = (single.run_dir / "checkpoints" / "best.pt").stat().st_mtime_ns
+    runs = experiments.run_variant_seeds(base, tmp_path, ["VGG-16-GAP"], [3, 4], **quiet)["VGG-16-GAP"]
+    assert runs[3].run_dir == tmp_path / "VGG-16-GAP"  # Table 2's run, reused
+    assert (runs[3].run_dir / "checkpoints" / "best.pt").stat().st_mtime_ns == before
+    assert runs[4].run_dir == tmp_path / "seeds" / "VGG-16-GAP" / "seed-4"
+    assert (runs[3].config.seed, runs[4].config.seed) == (3, 4) and runs[4].config.model == "vgg16_gap"
+    with pytest.raises(ValueError, match="unknown variant 'Nope'"):
+        experiments.run_variant_seeds(base, tmp_path, ["Nope"], [3], **quiet)
