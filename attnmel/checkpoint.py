@@ -7,6 +7,9 @@ DDP wrapper), "optimizer", "scheduler", "scaler", "epoch" (last finished, 1-base
 "best_val_auc", "config" (TrainConfig.to_dict()), "history" (per-epoch rows), "rng" (torch / numpy / python
 generator states as tensors and plain values), "torch_version"}``.
 
+The trainer's ``latest.pt`` is the whole dict (the resume point); its ``best.pt`` leaves out ``optimizer``,
+``scheduler``, ``scaler`` and ``rng`` (what only a resume needs), which halves its size.
+
 Only tensors, numbers, strings, lists, tuples and dicts go in, so the restricted unpickler of
 ``weights_only=True`` accepts every file we write.
 """

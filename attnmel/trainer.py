@@ -147,6 +147,9 @@ RESUME_LOCKED = (
 )
 
 
+# What only a resume needs: kept in latest.pt, left out of best.pt (half its size: no momentum buffers).
+RESUME_STATE = ("optimizer", "scheduler", "scaler", "rng")
+
 DIVERGED_HINT = "lower --lr, or set --grad-clip-norm (e.g. 5)"
 
 
@@ -739,8 +742,8 @@ def _save_checkpoints(run: _Run, row: dict[str, Any], improved: bool) -> None:
         config=run.config.to_dict(),
         history=run.history,
     )
-    if improved:
-        save_checkpoint(run.best_path, ckpt)
+    if improved:  # the weights and the run's facts; the optimiser and RNG states live in latest.pt only
+        save_checkpoint(run.best_path, {k: v for k, v in ckpt.items() if k not in RESUME_STATE})
     save_checkpoint(run.latest_path, ckpt)
     _write_history(run.run_dir, run.history)
     if run.writer is not None:
