@@ -348,10 +348,6 @@ def _json_row(row: dict[str, Any]) -> dict[str, Any]:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
 
 
-def _in_notebook() -> bool:
-    return progress.in_notebook()
-
-
 def progress_enabled(requested: bool) -> bool:
     """Bars only when asked for and someone watches (:func:`attnmel.progress.watching`): a terminal or an
     interactive notebook, not the book build, CI or tests."""

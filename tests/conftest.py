@@ -231,3 +231,18 @@ def tiny_synthetic(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny-synthetic") / "syn"
     make_synthetic(root, n=40, size=48, seed=0)
     return root
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory) -> Path:
+    """An untrained AttnMel-CNN checkpoint (seed 0) with a 32 px config: the prediction and CSV tests' model."""
+    import torch
+
+    from attnmel.checkpoint import make_checkpoint, save_checkpoint
+    from attnmel.config import TrainConfig
+    from attnmel.models import build_model
+
+    torch.manual_seed(0)
+    config = TrainConfig(image_size=32, resize=40)
+    path = tmp_path_factory.mktemp("ckpt") / "best.pt"
+    return save_checkpoint(path, make_checkpoint(build_model("attnmel_cnn").eval(), config=config.to_dict()))

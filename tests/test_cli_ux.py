@@ -96,18 +96,6 @@ def test_errors_through_the_cli_are_spelled_as_flags(tmp_path, monkeypatch, caps
 
 
 # --------------------------------------------------------------------------------------------------- predict
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    from attnmel.checkpoint import make_checkpoint, save_checkpoint
-    from attnmel.config import TrainConfig
-    from attnmel.models import build_model
-
-    torch.manual_seed(0)
-    config = TrainConfig(image_size=32, resize=40)
-    path = tmp_path_factory.mktemp("ckpt") / "best.pt"
-    return save_checkpoint(path, make_checkpoint(build_model("attnmel_cnn").eval(), config=config.to_dict()))
-
-
 @pytest.fixture
 def folder(tmp_path) -> Path:
     rgb = np.random.default_rng(0).integers(0, 256, (36, 44, 3), dtype=np.uint8)

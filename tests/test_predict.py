@@ -6,24 +6,12 @@ import csv
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from attnmel.checkpoint import make_checkpoint, save_checkpoint
 from attnmel.cli import main
-from attnmel.config import TrainConfig
-from attnmel.models import build_model
 from attnmel.predict import load_image_rgb, predict_images
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    config = TrainConfig(image_size=32, resize=40)
-    path = tmp_path_factory.mktemp("ckpt") / "best.pt"
-    return save_checkpoint(path, make_checkpoint(build_model("attnmel_cnn").eval(), config=config.to_dict()))
 
 
 @pytest.fixture

@@ -310,18 +310,6 @@ def test_an_image_with_an_unread_suffix_is_named(isic2017_root):
 
 
 # ------------------------------------------------------------------------------------- predict CSV
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    from attnmel.checkpoint import make_checkpoint, save_checkpoint
-    from attnmel.config import TrainConfig
-    from attnmel.models import build_model
-
-    torch.manual_seed(0)
-    config = TrainConfig(image_size=32, resize=40)
-    path = tmp_path_factory.mktemp("ckpt") / "best.pt"
-    return save_checkpoint(path, make_checkpoint(build_model("attnmel_cnn").eval(), config=config.to_dict()))
-
-
 def test_predictions_csv_quotes_paths_with_quotes_and_commas(checkpoint, tmp_path):
     folder = tmp_path / 'odd "name", here'
     folder.mkdir()
