@@ -23,6 +23,11 @@ __all__ = [
     "test_split",
     "profile_config",
     "MANY_RUNS_PRESET",
+    "Study",
+    "STUDIES",
+    "study_of",
+    "usable_variants",
+    "profile_caption",
     "Variant",
     "VARIANTS",
     "PAPER_TABLE1",
@@ -38,6 +43,8 @@ __all__ = [
     "seed_runs_of",
     "seeds_table",
     "seeds_markdown",
+    "paired_verdict",
+    "seeds_findings",
     "evaluate_external",
     "results_table",
     "markdown_table",
@@ -77,6 +84,107 @@ def profile_config(
     changes |= {"device": device} if device != "auto" else {}
     changes |= {k: v for k, v in overrides.items() if not (k in ZERO_MEANS_PRESET and v == 0)}
     return TrainConfig.from_preset(preset, **changes)
+
+
+@dataclass(frozen=True)
+class Study:
+    """What chapters 4 and 5 train under one profile: the compared models, the seeds, the ResNet-50 rows.
+
+    The budget decides: ``smoke`` trains everything with 3 seeds in minutes; ``isic2017-cpu`` keeps the paper's
+    central contrasts (attention vs none, lesion regulariser vs none, GAP) at one seed, to fit two hours on a
+    2-core CPU; ``paper`` runs the paper's seven models with 3 seeds on a GPU.
+    """
+
+    variants: tuple[str, ...]
+    seeds: int
+    backbones: bool
+
+
+_PAPER_SEVEN = (
+    "VGG-16",
+    "VGG-16-GAP",
+    "Mel-CNN",
+    "AttnMel-CNN",
+    "AttnMel-CNN-Dermo",
+    "AttnMel-CNN-Lesion",
+    "AttnMel-CNN-Bkg",
+)
+STUDIES: dict[str, Study] = {
+    "smoke": Study(_PAPER_SEVEN, seeds=3, backbones=True),
+    "smoke-mini": Study(_PAPER_SEVEN, seeds=3, backbones=True),
+    "isic2017-cpu": Study(
+        ("VGG-16-GAP", "Mel-CNN", "AttnMel-CNN", "AttnMel-CNN-Lesion"), seeds=1, backbones=False
+    ),
+    "paper": Study(_PAPER_SEVEN, seeds=3, backbones=True),
+}
+
+
+def study_of(profile: str) -> Study:
+    """The :class:`Study` of ``profile``; a preset without one (a user's own) gets the paper's seven, 1 seed."""
+    return STUDIES.get(profile, Study(_PAPER_SEVEN, seeds=1, backbones=False))
+
+
+def usable_variants(base: TrainConfig, names: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """Split ``names`` into the variants ``base``'s data can train and the others, with the reason for each.
+
+    A Dermo variant needs ISIC 2017 Task 2 (superpixels and feature JSON) for every training image, a lesion
+    or background one the Task 1 masks; synthetic data has both. Reads the training split's listing only.
+    """
+    from attnmel.loaders import load_split
+
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
+    if base.dataset == "synthetic":
+        return list(names), {}
+    train_split = base.splits[0]
+    samples = load_split(base, Path(base.data_root), train_split)
+    has_masks = all(s.lesion_mask_path is not None for s in samples)
+    has_dermo = all(s.has_dermo for s in samples)
+    kept, dropped = [], {}
+    for name in names:
+        variant = VARIANTS[name]
+        if variant.dermo and not has_dermo:
+            dropped[name] = (
+                f"{base.dataset} {train_split} has no Task 2 dermoscopic features in {base.data_root}"
+            )
+        elif variant.lesion and not has_masks:
+            dropped[name] = f"{base.dataset} {train_split} has no lesion masks in {base.data_root}"
+        else:
+            kept.append(name)
+    return kept, dropped
+
+
+def profile_caption(profile: str, config: TrainConfig, seeds: int = 1) -> str:
+    """One line under a table: which profile produced it, and what that profile can and cannot show."""
+    init = (
+        "ImageNet-initialised"
+        if config.weights == "IMAGENET1K_V1"
+        else (
+            "from scratch (no ImageNet)" if config.weights is None else f"initialised from {config.weights}"
+        )
+    )
+    data = (
+        f"the synthetic set (difficulty {config.synthetic_difficulty})"
+        if config.dataset == "synthetic"
+        else config.dataset.upper().replace("ISIC", "ISIC ")
+    )
+    facts = (
+        f"profile `{profile}`: {data}, {init}, {config.image_size} px, {config.epochs} epochs, "
+        f"{seeds} seed{'s' if seeds != 1 else ''}"
+    )
+    if config.dataset == "synthetic":
+        limits = "it ranks models on a testbed built to be hard; its numbers are not ISIC's"
+    elif config.weights == "IMAGENET1K_V1" and config.image_size >= 224:
+        limits = "the paper's protocol, so our figures and the paper's can be compared"
+    else:
+        limits = (
+            "real data, but not the paper's protocol (ImageNet weights, 224 px, 50 epochs): compare models "
+            "with each other, not with the paper's figures"
+        )
+    if seeds < 2:
+        limits += "; one seed shows the test-sample uncertainty only, not the spread between training runs"
+    return f"*{facts}. {limits[0].upper() + limits[1:]}.*"
 
 
 def report_splits(config: TrainConfig) -> list[str]:
@@ -366,6 +474,33 @@ def seeds_markdown(rows: Sequence[Mapping[str, Any]], reference: str | None = No
                 ci = "" if d["ci"] is None else f" [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"
                 cells.append(f"{d['mean']:+.3f}{ci}")
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def paired_verdict(name: str, reference: str, diff: Mapping[str, Any] | None, metric: str = "AUC") -> str:
+    """One sentence on a paired difference ``name - reference``: which way it goes, or that the seeds cannot
+    tell (an interval containing 0, or fewer than two seeds)."""
+    if diff is None or diff.get("mean") is None:
+        return f"{name} vs {reference}: no common seeds."
+    value = f"{diff['mean']:+.3f}"
+    if diff.get("ci") is None:
+        return f"{name} vs {reference}: {metric} {value} on one seed; it takes two or more to judge."
+    low, high = diff["ci"]
+    interval = f"{value} [{low:+.3f}, {high:+.3f}] over {diff['n']} seeds"
+    if low > 0:
+        return f"**{name} beats {reference}**: {metric} {interval}, an interval above 0."
+    if high < 0:
+        return f"**{name} falls behind {reference}**: {metric} {interval}, an interval below 0."
+    return f"{name} vs {reference}: {metric} {interval}; the interval contains 0, so the seeds cannot tell them apart."
+
+
+def seeds_findings(rows: Sequence[Mapping[str, Any]], reference: str, metric: str = "AUC") -> str:
+    """The across-seeds table read out: one Markdown bullet per model compared with ``reference``."""
+    lines = [
+        f"- {paired_verdict(r['method'], reference, r.get('diff'), metric)}"
+        for r in rows
+        if r["method"] != reference
+    ]
     return "\n".join(lines)
 
 

@@ -43,6 +43,10 @@ __all__ = [
     "deletion_curves",
     "artifact_masks",
     "shortcut_row",
+    "table3_seed_rows",
+    "table3_seeds_markdown",
+    "shortcut_seed_rows",
+    "shortcut_seeds_markdown",
 ]
 
 
@@ -171,6 +175,123 @@ def mask_split(config: Any) -> str:
         if any(s.lesion_mask_path is not None for s in samples):
             return split
     raise ValueError(f"no split of {root} has lesion masks: the attention cannot be scored")
+
+
+def table3_seed_rows(
+    per_seed: Mapping[int, Mapping[str, SplitMaps]],
+    paper: Mapping[tuple[str, str], float],
+    reference: str = "AttnMel-CNN",
+) -> list[dict[str, Any]]:
+    """Table 3 over training seeds: each (model, map)'s Jaccard and pointing game as mean, sd and t-interval
+    over seeds, and the Jaccard's difference to ``reference``'s same map, paired by seed.
+
+    ``per_seed`` maps a seed to the :func:`split_maps` results of every model trained with it. The paired
+    difference answers the paper's question (does the lesion regulariser move the attention onto the lesion?)
+    with the training-run spread, not only the test-sample one.
+    """
+    from attnmel.metrics import paired_difference, seed_interval
+
+    jaccard: dict[tuple[str, str], dict[int, float]] = {}
+    pointing: dict[tuple[str, str], dict[int, float]] = {}
+    for seed, results in per_seed.items():
+        for row in table3_rows(results, paper):
+            key = (row["model"], row["map"])
+            jaccard.setdefault(key, {})[seed] = row["jaccard"]
+            pointing.setdefault(key, {})[seed] = row["pointing"]
+    rows = []
+    for (model, map_name), values in jaccard.items():
+        row: dict[str, Any] = {"model": model, "map": map_name, "per_seed": values}
+        row["jaccard"] = seed_interval(list(values.values()))
+        row["pointing"] = seed_interval(list(pointing[(model, map_name)].values()))
+        ref = jaccard.get((reference, map_name))
+        row["diff"] = paired_difference(values, ref) if ref is not None and model != reference else None
+        row["paper_jaccard"] = paper.get((model, map_name))
+        rows.append(row)
+    return rows
+
+
+def _mean_sd(stats: Mapping[str, Any], digits: int = 3) -> str:
+    if stats["mean"] is None:
+        return "—"
+    return f"{stats['mean']:.{digits}f}" + ("" if stats["sd"] is None else f" ± {stats['sd']:.{digits}f}")
+
+
+def _paired(diff: Mapping[str, Any] | None, none: str = "—") -> str:
+    if diff is None or diff["mean"] is None:
+        return none
+    return f"{diff['mean']:+.3f}" + (
+        "" if diff["ci"] is None else f" [{diff['ci'][0]:+.3f}, {diff['ci'][1]:+.3f}]"
+    )
+
+
+def table3_seeds_markdown(rows: list[dict[str, Any]], reference: str = "AttnMel-CNN") -> str:
+    """Markdown for :func:`table3_seed_rows`: ours (mean ± sd over seeds) beside the paper's Table 3."""
+    from attnmel.experiments import format_metric
+
+    lines = [
+        f"| model | map | Jaccard (ours) | Jaccard (paper) | vs {reference} (paired, 95% CI) | pointing game |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        same = "reference" if r["model"] == reference else "—"
+        lines.append(
+            f"| {r['model']} | {r['map']} | {_mean_sd(r['jaccard'])} | {format_metric(r['paper_jaccard'])} | "
+            f"{_paired(r['diff'], same)} | {_mean_sd(r['pointing'], 2)} |"
+        )
+    return "\n".join(lines)
+
+
+def shortcut_seed_rows(
+    per_model: Mapping[str, Mapping[int, Mapping[str, Any]]],
+    references: Mapping[str, str],
+    shifted: str = "Test_shift",
+) -> list[dict[str, Any]]:
+    """The shortcut table over seeds. ``per_model`` maps a row name to ``{seed: shortcut_row(...)}``;
+    ``references`` maps a row to the row its ``shifted`` AUC is compared with, paired by seed.
+
+    Each row has, per quantity of :func:`shortcut_row`, the mean / sd / t-interval over seeds, and ``diff``:
+    the paired difference of the ``shifted`` AUC to its reference row (None for a row without one).
+    """
+    from attnmel.metrics import paired_difference, seed_interval
+
+    def per_seed(name: str, key: str) -> dict[int, float]:
+        return {s: r[key] for s, r in per_model[name].items() if r.get(key) is not None}
+
+    rows = []
+    for name, by_seed in per_model.items():
+        keys = sorted({k for r in by_seed.values() for k in r if k != "model"})
+        row: dict[str, Any] = {"model": name, "seeds": sorted(by_seed)}
+        row.update({k: seed_interval(list(per_seed(name, k).values())) for k in keys})
+        ref = references.get(name)
+        row["reference"] = ref
+        key = f"auc_{shifted}"
+        row["diff"] = paired_difference(per_seed(name, key), per_seed(ref, key)) if ref in per_model else None
+        rows.append(row)
+    return rows
+
+
+def shortcut_seeds_markdown(
+    rows: list[dict[str, Any]], biased: str = "Test_v2", shifted: str = "Test_shift"
+) -> str:
+    """Markdown for :func:`shortcut_seed_rows`: AUCs and attention on the artifact as mean ± sd over seeds."""
+    lines = [
+        f"| model | seeds | AUC {biased} (artifact correlated) | AUC {shifted} (uncorrelated) | "
+        f"{shifted} AUC vs (paired, 95% CI) | attention share on artifact | artifact share of area |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        versus = "—" if r["diff"] is None else f"{_paired(r['diff'])} vs {r['reference']}"
+        cells = [
+            r["model"],
+            str(len(r["seeds"])),
+            _mean_sd(r[f"auc_{biased}"]),
+            _mean_sd(r[f"auc_{shifted}"]),
+            versus,
+            _mean_sd(r[f"artifact_share_{shifted}"]),
+            _mean_sd(r[f"artifact_area_{shifted}"]),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def table3_markdown(rows: list[dict[str, Any]]) -> str:

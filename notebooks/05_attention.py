@@ -40,6 +40,7 @@ eval_images = 0  # images of the evaluation split to score; 0: all
 n_show = 4  # images in the Fig. 3 analogue
 deletion_images = 16  # images in the deletion curves
 shortcut_bias = 0.9  # artifact-label correlation of the shortcut experiment (synthetic data only)
+seeds = 0  # training seeds of Table 3 and the shortcut experiment; 0: the profile's study (as in chapter 4)
 
 # %%
 # %matplotlib inline
@@ -59,24 +60,42 @@ base = experiments.profile_config(
     image_size=image_size,
 )
 print(f"attnmel {attnmel.__version__}, torch {torch.__version__}; profile {profile!r}")
-models_needed = ["AttnMel-CNN", "AttnMel-CNN-Lesion", "AttnMel-CNN-Dermo", "VGG-16-GAP", "Mel-CNN"]
-runs = experiments.run_variants(base, Path(runs_dir) / "04_ablations" / "isic2017", models_needed,
-                                reuse=True, log=lambda m: None)
+study = experiments.study_of(profile)
+seeds = seeds or study.seeds
+seed_list = list(range(base.seed, base.seed + seeds))
+# The models with maps worth comparing, among those chapter 4 trains under this profile (reused, not retrained).
+wanted = ["AttnMel-CNN", "AttnMel-CNN-Lesion", "AttnMel-CNN-Dermo", "VGG-16-GAP", "Mel-CNN"]
+models_needed, _ = experiments.usable_variants(base, [n for n in wanted if n in study.variants])
+seed_runs = experiments.run_variant_seeds(base, Path(runs_dir) / "04_ablations" / "isic2017", models_needed,
+                                          seed_list, reuse=True, log=lambda m: None)
+runs = {name: by_seed[base.seed] for name, by_seed in seed_runs.items()}  # seed 0: the figures and the browser
 split = interpret.mask_split(base)  # the first evaluation split with lesion masks
 limit = eval_images or None
 results = {name: interpret.split_maps(run, split, limit) for name, run in runs.items()}
-print(f"evaluating on {base.dataset} {split}: {len(next(iter(results.values())).image_ids)} images")
+print(f"evaluating on {base.dataset} {split}: {len(next(iter(results.values())).image_ids)} images; "
+      f"models {', '.join(models_needed)}; seeds {seed_list}")
 
 # %% [markdown]
 # ## Table 3: Jaccard of the binarised maps with the lesion
 #
 # Our figures beside the paper's (ISIC 2017 test set, copied from the paper). Grad-CAM rows are ours only,
-# as is the pointing-game rate.
+# as is the pointing-game rate. Each figure is the mean ± sd over the training seeds of chapter 4 (the
+# per-image Jaccard averaged over the split, then over seeds); the paired column is each map's Jaccard minus
+# AttnMel-CNN's same map, seed by seed, with its 95% interval: the paper's question of whether an ROI
+# regulariser moves the attention onto the lesion, asked across training runs.
 
 # %%
-rows = interpret.table3_rows(results, experiments.PAPER_TABLE3)
-atomic_write_json(out_dir / "table3.json", {"profile": profile, "split": split, "rows": rows})
-Markdown(interpret.table3_markdown(rows))
+per_seed = {seed: ({name: results[name] for name in models_needed} if seed == base.seed else
+                   {name: interpret.split_maps(seed_runs[name][seed], split, limit) for name in models_needed})
+            for seed in seed_list}
+rows = interpret.table3_seed_rows(per_seed, experiments.PAPER_TABLE3)
+del per_seed  # the other seeds' images and maps; seed 0's stay in `results` for the figures below
+atomic_write_json(out_dir / "table3.json", {"profile": profile, "split": split, "seeds": seed_list, "rows": rows})
+Markdown(f"**{base.dataset}, {split}, profile `{profile}`, seeds {', '.join(map(str, seed_list))}**\n\n"
+         + interpret.table3_seeds_markdown(rows) + f"\n\n{experiments.profile_caption(profile, base, seeds)}\n\n"
+         + "\n".join(f"- {experiments.paired_verdict(r['model'] + ' ' + r['map'], 'AttnMel-CNN ' + r['map'], r['diff'], 'Jaccard')}"
+                     for r in rows if r["diff"] is not None and r["model"].startswith("AttnMel-CNN-")
+                     and r["map"] in ("pool3", "pool4")))  # the paper's question: ROI variants' attention maps
 
 # %% [markdown]
 # ## Fig. 3: attention over test images
@@ -123,20 +142,31 @@ fig
 #
 # `Test_shift` holds other lesions than `Test_v2`, so some change between the two columns is just another
 # sample. The first row is the reference for that: AttnMel-CNN from chapter 4, trained where the artifact
-# carries no information. A shortcut shows as a drop in the biased rows beyond the reference's drop.
+# carries no information. Every row is trained with each seed; the paired column compares `Test_shift` AUCs
+# seed by seed: the biased AttnMel-CNN against the reference (a negative difference whose interval excludes 0
+# means it learned the shortcut), and the lesion-regularised one against the biased AttnMel-CNN (a positive
+# difference means the regulariser took some of that loss back).
 
 # %%
 shortcut_rows = []
-if base.dataset == "synthetic":
+if base.dataset == "synthetic" and "AttnMel-CNN" in seed_runs:
     biased = base.replace(synthetic_artifact_bias=shortcut_bias, eval_splits="Test_v2,Test_shift")
-    shortcut_runs = experiments.run_variants(biased, out_dir / "shortcut", ["AttnMel-CNN", "AttnMel-CNN-Lesion"],
-                                             reuse=True, log=lambda m: None)
-    reference = {"AttnMel-CNN, no artifact bias (reference)": runs["AttnMel-CNN"]} if "AttnMel-CNN" in runs else {}
-    for name, run in (reference | shortcut_runs).items():
-        maps = {s: interpret.split_maps(run, s, limit) for s in ("Test_v2", "Test_shift")}
-        shortcut_rows.append(interpret.shortcut_row(name, run, maps))
-    atomic_write_json(out_dir / "shortcut.json", {"bias": shortcut_bias, "rows": shortcut_rows})
-    display(Markdown(interpret.shortcut_markdown(shortcut_rows)))
+    trained = experiments.run_variant_seeds(biased, out_dir / "shortcut", ["AttnMel-CNN", "AttnMel-CNN-Lesion"],
+                                            seed_list, reuse=True, log=lambda m: None)
+    reference = "AttnMel-CNN, no artifact bias (reference)"
+    unbiased, plain, lesion = reference, f"AttnMel-CNN, bias {shortcut_bias}", f"AttnMel-CNN-Lesion, bias {shortcut_bias}"
+    by_row = {unbiased: seed_runs["AttnMel-CNN"], plain: trained["AttnMel-CNN"], lesion: trained["AttnMel-CNN-Lesion"]}
+    per_model = {name: {seed: interpret.shortcut_row(name, run, {s: interpret.split_maps(run, s, limit)
+                                                                 for s in ("Test_v2", "Test_shift")})
+                        for seed, run in runs_by_seed.items()}
+                 for name, runs_by_seed in by_row.items()}
+    shortcut_rows = interpret.shortcut_seed_rows(per_model, {plain: unbiased, lesion: plain})
+    atomic_write_json(out_dir / "shortcut.json", {"bias": shortcut_bias, "seeds": seed_list, "rows": shortcut_rows})
+    display(Markdown(f"**synthetic Test_v2 / Test_shift, artifact bias {shortcut_bias}, seeds "
+                     f"{', '.join(map(str, seed_list))}**\n\n" + interpret.shortcut_seeds_markdown(shortcut_rows)
+                     + f"\n\n{experiments.profile_caption(profile, base, seeds)}\n\n"
+                     + "\n".join(f"- {experiments.paired_verdict(r['model'], r['reference'], r['diff'], 'Test_shift AUC')}"
+                                 for r in shortcut_rows if r["reference"])))
 else:
     print("the shortcut experiment needs the synthetic set (profile smoke)")
 

@@ -1,0 +1,130 @@
+"""What each profile's chapters train (``experiments.Study``), the captions under their tables, and the
+across-seed readings of Table 3 and the shortcut experiment."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from attnmel import experiments, interpret
+from attnmel.config import TrainConfig
+
+
+def test_every_book_profile_has_a_study_of_known_variants() -> None:
+    from attnmel.book import PROFILES
+
+    for profile in PROFILES:
+        study = experiments.study_of(profile)
+        assert study.variants and set(study.variants) <= set(experiments.VARIANTS), profile
+        assert study.seeds >= 1
+    assert experiments.study_of("smoke").seeds >= 3  # the default build compares models across seeds
+    assert experiments.study_of("my-own-preset").seeds == 1  # a user's preset: the paper's seven, one seed
+
+
+def test_usable_variants_leaves_out_dermo_without_task2_and_says_why(tmp_path, make_isic2017_layout) -> None:
+    root = make_isic2017_layout(tmp_path / "isic", "Training", dermo=False)
+    config = TrainConfig(dataset="isic2017", data_root=str(root))
+    kept, dropped = experiments.usable_variants(
+        config, ["AttnMel-CNN", "AttnMel-CNN-Dermo", "AttnMel-CNN-Lesion"]
+    )
+    assert kept == ["AttnMel-CNN", "AttnMel-CNN-Lesion"]
+    assert list(dropped) == ["AttnMel-CNN-Dermo"] and "Task 2" in dropped["AttnMel-CNN-Dermo"]
+
+    bare = make_isic2017_layout(tmp_path / "bare", "Training", dermo=False, masks=False)
+    kept, dropped = experiments.usable_variants(
+        config.replace(data_root=str(bare)), ["VGG-16", "AttnMel-CNN-Bkg"]
+    )
+    assert kept == ["VGG-16"] and "lesion masks" in dropped["AttnMel-CNN-Bkg"]
+
+    with_all = make_isic2017_layout(tmp_path / "full", "Training")
+    assert experiments.usable_variants(config.replace(data_root=str(with_all)), ["AttnMel-CNN-Dermo"]) == (
+        ["AttnMel-CNN-Dermo"],
+        {},
+    )
+    with pytest.raises(ValueError, match="unknown variant 'Nope'"):
+        experiments.usable_variants(config, ["Nope"])
+
+
+def test_profile_caption_says_what_the_profile_can_and_cannot_show() -> None:
+    cpu = experiments.profile_caption(
+        "isic2017-cpu", TrainConfig.from_preset("isic2017-cpu", data_root="/data"), 1
+    )
+    assert (
+        "from scratch" in cpu and "128 px" in cpu and "1 seed." in cpu and "not the paper's protocol" in cpu
+    )
+    assert "one seed shows the test-sample uncertainty only" in cpu
+    paper = experiments.profile_caption("paper", TrainConfig.from_preset("paper", data_root="/data"), 3)
+    assert "ImageNet-initialised" in paper and "224 px" in paper and "3 seeds" in paper
+    assert "can be compared" in paper and "one seed" not in paper
+    smoke = experiments.profile_caption("smoke", TrainConfig.from_preset("smoke-mini"), 3)
+    assert "synthetic set" in smoke and "not ISIC's" in smoke
+
+
+def test_paired_verdict_reads_the_interval() -> None:
+    above = {"mean": 0.02, "ci": [0.01, 0.03], "n": 3}
+    below = {"mean": -0.02, "ci": [-0.03, -0.01], "n": 3}
+    across = {"mean": 0.01, "ci": [-0.02, 0.04], "n": 3}
+    assert "**A beats B**" in experiments.paired_verdict("A", "B", above)
+    assert "**A falls behind B**" in experiments.paired_verdict("A", "B", below)
+    assert "cannot tell them apart" in experiments.paired_verdict("A", "B", across)
+    assert "two or more" in experiments.paired_verdict("A", "B", {"mean": 0.1, "ci": None, "n": 1})
+    rows = [{"method": "B", "diff": None}, {"method": "A", "diff": below}]
+    assert experiments.seeds_findings(rows, "B").splitlines() == [
+        f"- {experiments.paired_verdict('A', 'B', below)}"
+    ]
+
+
+def _maps(jaccard_like: float, n: int = 4) -> interpret.SplitMaps:
+    """Maps whose pool-4 peak covers a known fraction of a fixed lesion (the top-left quarter)."""
+    masks = torch.zeros(n, 1, 8, 8, dtype=torch.bool)
+    masks[:, :, :4, :4] = True
+    pool4 = torch.zeros(n, 1, 8, 8)
+    width = max(1, round(8 * jaccard_like))
+    pool4[:, :, :4, :width] = 1.0  # inside the lesion up to `width` columns, then beyond it
+    return interpret.SplitMaps(
+        image_ids=[f"i{k}" for k in range(n)], labels=np.zeros(n), probs=np.zeros(n),
+        images=torch.zeros(n, 3, 8, 8), masks=masks, has_mask=torch.ones(n, dtype=torch.bool),
+        maps={"pool4": pool4}, model=torch.nn.Identity(),
+    )  # fmt: skip
+
+
+def test_table3_seed_rows_average_over_seeds_and_pair_with_the_reference() -> None:
+    per_seed = {
+        0: {"AttnMel-CNN": _maps(0.25), "AttnMel-CNN-Lesion": _maps(0.5)},
+        1: {"AttnMel-CNN": _maps(0.25), "AttnMel-CNN-Lesion": _maps(0.375)},
+    }
+    rows = interpret.table3_seed_rows(per_seed, {("AttnMel-CNN", "pool4"): 0.3186})
+    by = {(r["model"], r["map"]): r for r in rows}
+    plain, lesion = by[("AttnMel-CNN", "pool4")], by[("AttnMel-CNN-Lesion", "pool4")]
+    assert plain["jaccard"]["mean"] == pytest.approx(0.5) and plain["jaccard"]["sd"] == pytest.approx(0.0)
+    assert lesion["per_seed"] == pytest.approx({0: 1.0, 1: 0.75})
+    assert lesion["diff"]["mean"] == pytest.approx(0.375) and lesion["diff"]["seeds"] == [0, 1]
+    assert plain["diff"] is None and plain["paper_jaccard"] == 0.3186
+    table = interpret.table3_seeds_markdown(rows)
+    assert "| AttnMel-CNN | pool4 | 0.500 ± 0.000 | 0.319 | reference |" in table
+    assert "+0.375 [" in table
+
+
+def test_shortcut_seed_rows_pair_the_shifted_auc_with_each_rows_reference() -> None:
+    def row(v2: float, shift: float) -> dict:
+        return {
+            "model": "x",
+            "auc_Test_v2": v2,
+            "auc_Test_shift": shift,
+            "artifact_share_Test_shift": 0.1,
+            "artifact_area_Test_shift": 0.05,
+        }
+
+    per_model = {
+        "ref": {0: row(0.9, 0.85), 1: row(0.92, 0.86)},
+        "biased": {0: row(0.95, 0.75), 1: row(0.94, 0.70)},
+        "lesion": {0: row(0.95, 0.80), 1: row(0.93, 0.74)},
+    }
+    rows = interpret.shortcut_seed_rows(per_model, {"biased": "ref", "lesion": "biased"})
+    by = {r["model"]: r for r in rows}
+    assert by["ref"]["diff"] is None and by["ref"]["auc_Test_shift"]["mean"] == pytest.approx(0.855)
+    assert by["biased"]["diff"]["mean"] == pytest.approx(-0.13)
+    assert by["lesion"]["diff"]["mean"] == pytest.approx(0.045) and by["lesion"]["reference"] == "biased"
+    table = interpret.shortcut_seeds_markdown(rows)
+    assert "-0.130 [" in table and "vs ref" in table and table.count("\n") == 4
