@@ -36,12 +36,11 @@ import torch
 
 import attnmel
 from attnmel import models
-from attnmel.config import TrainConfig
+from attnmel.config import PRESETS
 from attnmel.io import atomic_write_json
 
 torch.manual_seed(seed)
-config = TrainConfig.from_preset(profile)
-size = image_size or config.image_size
+size = image_size or PRESETS[profile]["image_size"]  # the profile's input size; no data is read here
 out_dir = Path(runs_dir) / "02_architecture"
 print(f"attnmel {attnmel.__version__}, torch {torch.__version__}; profile {profile!r}, input {size}x{size}")
 

@@ -63,6 +63,15 @@ def test_papermill_parameter_override_changes_what_the_chapter_computes(tmp_path
     assert shapes[96]["attn3"][-2:] == [12, 12] and shapes[96]["attn4"][-2:] == [6, 6]
 
 
+@pytest.mark.parametrize("profile", ["isic2017-cpu", "paper"])
+def test_the_architecture_chapter_needs_no_data_under_the_real_data_profiles(tmp_path, profile):
+    params = book.chapter_parameters(profile, runs_dir=tmp_path / "runs")  # no data_root: chapter 2 reads none
+    run = book.execute_chapter(ROOT / "notebooks" / "02_architecture.py", tmp_path / "02.ipynb", params)
+    assert run.ok, run.error
+    record = json.loads((tmp_path / "runs" / "02_architecture" / "architecture.json").read_text())
+    assert record["image_size"] == {"isic2017-cpu": 128, "paper": 224}[profile]
+
+
 def test_a_bad_profile_is_refused_with_a_clear_error():
     with pytest.raises(ValueError, match="unknown profile 'fast'"):
         book.chapter_parameters("fast")
