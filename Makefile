@@ -73,11 +73,11 @@ test-fast: $(STAMP) lint
 	@echo "==> [test-fast] pytest -m 'not slow and not notebook and not browser'"
 	$(PY) -m pytest -m "not slow and not notebook and not browser" $(PYTEST_ARGS)
 
-# After the suite, nbval re-executes the cheap chapters (01 data, 02 architecture, 06 reproducibility; not the
+# After the suite, nbval re-executes the cheap chapters (01 data, 02 architecture, 07 reproducibility; not the
 # training ones) that tests/test_chapters.py executed into build/executed, and checks they still run clean
 # (--nbval-lax: no errors; outputs compared only in cells marked NBVAL_CHECK_OUTPUT).
 NBVAL_DIR      := build/executed
-NBVAL_CHAPTERS := 01 02 06
+NBVAL_CHAPTERS := 01 02 07
 test: $(STAMP) lint browser
 	@echo "==> [test] pytest (unit tests, every chapter with the smoke profile, browser rendering)"
 	@rm -rf $(NBVAL_DIR)

@@ -40,6 +40,10 @@ __all__ = [
     "run_variants",
     "run_seeds",
     "run_variant_seeds",
+    "PAPER_PROTOCOL",
+    "run_recipe_ladder",
+    "ladder_table",
+    "ladder_markdown",
     "seed_runs_of",
     "seeds_table",
     "seeds_markdown",
@@ -98,6 +102,7 @@ class Study:
     variants: tuple[str, ...]
     seeds: int
     backbones: bool
+    ladder_seeds: int = 2  # seeds of chapter 6's from-scratch recipe ladder; 0: not trained by default
 
 
 _PAPER_SEVEN = (
@@ -112,8 +117,12 @@ _PAPER_SEVEN = (
 STUDIES: dict[str, Study] = {
     "smoke": Study(_PAPER_SEVEN, seeds=3, backbones=True),
     "smoke-mini": Study(_PAPER_SEVEN, seeds=3, backbones=True),
+    # The ladder (4 steps x 2 seeds of 17-minute runs) would add 2.3 h: opt in with chapter 6's `ladder_seeds`.
     "isic2017-cpu": Study(
-        ("VGG-16-GAP", "Mel-CNN", "AttnMel-CNN", "AttnMel-CNN-Lesion"), seeds=1, backbones=False
+        ("VGG-16-GAP", "Mel-CNN", "AttnMel-CNN", "AttnMel-CNN-Lesion"),
+        seeds=1,
+        backbones=False,
+        ladder_seeds=0,
     ),
     "paper": Study(_PAPER_SEVEN, seeds=3, backbones=True),
 }
@@ -170,7 +179,7 @@ def profile_caption(profile: str, config: TrainConfig, seeds: int = 1) -> str:
         else config.dataset.upper().replace("ISIC", "ISIC ")
     )
     facts = (
-        f"profile `{profile}`: {data}, {init}, {config.image_size} px, {config.epochs} epochs, "
+        f"profile `{profile}`: {data}, {init}, {config.image_size} px, {config.epochs} epoch{'s' if config.epochs != 1 else ''}, "
         f"{seeds} seed{'s' if seeds != 1 else ''}"
     )
     if config.dataset == "synthetic":
@@ -419,6 +428,111 @@ def run_variant_seeds(
             )
             runs[name][int(seed)] = run_or_load(config, reuse=reuse, log=log)
     return runs
+
+
+PAPER_PROTOCOL = "paper protocol (AttnMel-CNN, chapter 4)"
+
+
+def run_recipe_ladder(
+    base: TrainConfig,
+    out_dir: str | Path,
+    seeds: Sequence[int],
+    *,
+    chapter4_dir: str | Path,
+    steps: Sequence[tuple[str, Mapping[str, Any]]] | None = None,
+    reuse: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, dict[int, Run]]:
+    """The from-scratch recipe built up step by step: ``{row: {seed: Run}}``, first row the paper's protocol.
+
+    The first row is chapter 4's AttnMel-CNN under ``base`` (reused from ``chapter4_dir``, trained there if
+    missing); each later row adds its step's overrides (``steps``, default :data:`~attnmel.config.RECIPE_STEPS`)
+    to all the earlier ones, and is trained per seed into ``<out_dir>/step-<k>/seed-<s>`` (reused when finished).
+    """
+    from attnmel.config import RECIPE_STEPS
+
+    steps = RECIPE_STEPS if steps is None else steps
+    runs = {
+        PAPER_PROTOCOL: run_variant_seeds(base, chapter4_dir, ["AttnMel-CNN"], seeds, reuse=True, log=log)[
+            "AttnMel-CNN"
+        ]
+    }
+    config = base.replace(**VARIANTS["AttnMel-CNN"].overrides)
+    for k, (name, overrides) in enumerate(steps, start=1):
+        config = config.replace(**overrides)
+        runs[name] = {}
+        for seed in seeds:
+            log(f"==> {name}, seed {seed}")
+            one = config.replace(
+                seed=int(seed), run_dir=str(Path(out_dir) / f"step-{k}" / f"seed-{seed}"), resume=False
+            )
+            runs[name][int(seed)] = run_or_load(one, reuse=reuse, log=log)
+    return runs
+
+
+def ladder_table(
+    runs: Mapping[str, Mapping[int, Run]], split: str, extra: Mapping[str, Mapping[int, float]] | None = None
+) -> list[dict[str, Any]]:
+    """Per ladder row: ``split`` AUC over seeds, and its paired differences to the row before and to the first
+    row. ``extra`` adds other per-seed figures by name (e.g. ``{"jaccard": {row: {seed: value}}}``)."""
+    from attnmel.metrics import paired_difference, seed_interval
+
+    names = list(runs)
+    auc = {n: {s: r.metrics.get(split, {}).get("auc") for s, r in runs[n].items()} for n in names}
+    auc = {n: {s: v for s, v in per.items() if v is not None} for n, per in auc.items()}
+    rows = []
+    for i, name in enumerate(names):
+        row: dict[str, Any] = {
+            "step": name,
+            "split": split,
+            "per_seed": auc[name],
+            "auc": seed_interval(list(auc[name].values())),
+        }
+        row["vs_previous"] = paired_difference(auc[name], auc[names[i - 1]]) if i else None
+        row["vs_paper"] = paired_difference(auc[name], auc[names[0]]) if i else None
+        for key, values in (extra or {}).items():
+            row[key] = seed_interval(list(values.get(name, {}).values()))
+        rows.append(row)
+    return rows
+
+
+def ladder_markdown(rows: Sequence[Mapping[str, Any]], extra: Mapping[str, str] | None = None) -> str:
+    """Markdown for :func:`ladder_table`; ``extra`` maps an extra figure's key to its column title."""
+
+    def mean_sd(stats: Mapping[str, Any]) -> str:
+        if stats["mean"] is None:
+            return "—"
+        return f"{stats['mean']:.3f}" + ("" if stats["sd"] is None else f" ± {stats['sd']:.3f}")
+
+    def paired(diff: Mapping[str, Any] | None) -> str:
+        if diff is None or diff["mean"] is None:
+            return "—"
+        return f"{diff['mean']:+.3f}" + (
+            "" if diff["ci"] is None else f" [{diff['ci'][0]:+.3f}, {diff['ci'][1]:+.3f}]"
+        )
+
+    split = rows[0]["split"] if rows else "test"
+    extra = dict(extra or {})
+    header = [
+        "step",
+        "seeds",
+        f"{split} AUC mean ± sd",
+        "vs the step before (paired, 95% CI)",
+        "vs the paper's protocol (paired, 95% CI)",
+        *extra.values(),
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        cells = [
+            r["step"],
+            str(r["auc"]["n"]),
+            mean_sd(r["auc"]),
+            paired(r["vs_previous"]),
+            paired(r["vs_paper"]),
+        ]
+        cells += [mean_sd(r[key]) for key in extra]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def seed_runs_of(folder: str | Path) -> dict[int, Run]:

@@ -109,8 +109,17 @@ def make_dataset(config: TrainConfig, samples: Any, *, train: bool, normalise_as
     from attnmel import data
 
     mean, std = normalisation(normalise_as or config.dataset)
-    make = data.train_transform if train else data.eval_transform
-    transform = make(size=config.image_size, resize=config.resize, mean=mean, std=std)
+    if train:
+        transform = data.train_transform(
+            config.image_size,
+            config.resize,
+            mean,
+            std,
+            crop_scale=config.crop_scale,
+            color_jitter=config.color_jitter,
+        )
+    else:
+        transform = data.eval_transform(config.image_size, config.resize, mean, std)
     cache = None
     cache_dir = config.resolved_cache_dir()
     if cache_dir is not None:

@@ -37,17 +37,30 @@ def focal_loss(
 
     Args:
         logits: (N, K) raw scores.
-        target: (N,) class indices.
+        target: (N,) class indices, or (N, K) class probabilities (label smoothing, mixup): then the loss is
+            ``-sum_k q_k alpha_k (1 - p_k)^gamma log p_k``, which equals the above for one-hot rows.
         gamma: focusing parameter (0 gives cross-entropy).
         alpha: None (no weighting, the paper), a float in [0, 1] weighting class 1 by alpha and class 0 by
             1 - alpha (binary only), or K per-class weights.
     """
     if logits.ndim != 2:
         raise ValueError(f"logits must be (N, K), got {tuple(logits.shape)}")
-    if target.shape != logits.shape[:1]:
-        raise ValueError(f"target must be (N,) = ({logits.shape[0]},), got {tuple(target.shape)}")
     if gamma < 0:
         raise ValueError(f"gamma must be >= 0, got {gamma}")
+    if target.ndim == 2:
+        if target.shape != logits.shape:
+            raise ValueError(
+                f"soft targets must be (N, K) = {tuple(logits.shape)}, got {tuple(target.shape)}"
+            )
+        log_p = F.log_softmax(logits, dim=1)  # (N, K)
+        one_minus_p = -torch.expm1(log_p)
+        modulating = one_minus_p.clamp(min=torch.finfo(logits.dtype).tiny) ** gamma if gamma else 1.0
+        per_class = -modulating * log_p  # (N, K)
+        if alpha is not None:
+            per_class = per_class * _alpha_weights(alpha, logits.shape[1], logits)[None]
+        return (target.to(per_class.dtype) * per_class).sum(dim=1).mean()
+    if target.shape != logits.shape[:1]:
+        raise ValueError(f"target must be (N,) = ({logits.shape[0]},), got {tuple(target.shape)}")
     target = target.long()
     log_p_t = F.log_softmax(logits, dim=1).gather(1, target[:, None]).squeeze(1)  # (N,)
     one_minus_p_t = -torch.expm1(log_p_t)  # (N,) 1 - p_t, accurate when p_t is near 1
@@ -115,6 +128,7 @@ class AttnMelLoss(nn.Module):
         gamma, alpha: focal loss parameters.
         lambda3: weight of the pool-3 Dice term (lambda_1 = 0.001 in the paper).
         lambda4: weight of the pool-4 Dice term (lambda_2 = 0.01 in the paper).
+        label_smoothing: epsilon of label smoothing, ``q = (1 - eps) q + eps / K`` (0 in the paper).
     """
 
     def __init__(
@@ -123,14 +137,23 @@ class AttnMelLoss(nn.Module):
         alpha: float | Sequence[float] | None = None,
         lambda3: float = 0.001,
         lambda4: float = 0.01,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing}")
         self.gamma, self.alpha, self.lambda3, self.lambda4 = gamma, alpha, lambda3, lambda4
+        self.label_smoothing = label_smoothing
 
     def forward(
         self, output: AttnMelOutput, target: torch.Tensor, roi: torch.Tensor | None = None
     ) -> LossParts:
-        """Dice terms are zero tensors when ``roi`` is None or the model has no attention maps."""
+        """``target``: (N,) class indices or (N, K) probabilities (mixup). Dice terms are zero tensors when
+        ``roi`` is None or the model has no attention maps."""
+        if self.label_smoothing > 0:
+            k = output.logits.shape[1]
+            soft = target if target.ndim == 2 else F.one_hot(target.long(), k).to(output.logits.dtype)
+            target = soft * (1.0 - self.label_smoothing) + self.label_smoothing / k
         focal = focal_loss(output.logits, target, self.gamma, self.alpha)
         zero = focal.new_zeros(())
         dice3 = (
@@ -143,4 +166,5 @@ class AttnMelLoss(nn.Module):
         return LossParts(total, focal, dice3, dice4)
 
     def extra_repr(self) -> str:
-        return f"gamma={self.gamma}, alpha={self.alpha}, lambda3={self.lambda3}, lambda4={self.lambda4}"
+        smoothing = f", label_smoothing={self.label_smoothing}" if self.label_smoothing else ""
+        return f"gamma={self.gamma}, alpha={self.alpha}, lambda3={self.lambda3}, lambda4={self.lambda4}{smoothing}"

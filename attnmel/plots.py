@@ -34,6 +34,7 @@ __all__ = [
     "plot_reliability",
     "plot_attention_grid",
     "plot_deletion_curves",
+    "plot_lr_schedules",
     "save_figure",
     "plot_class_balance",
     "plot_samples",
@@ -357,6 +358,21 @@ def plot_deletion_curves(curves: Mapping[str, Any]) -> Figure:
         xlim=(0, 1),
         ylim=(0, 1),
     )
+    ax.legend(loc="best")
+    return fig
+
+
+def plot_lr_schedules(schedules: Mapping[str, Sequence[float]]) -> Figure:
+    """Learning rate per epoch, one step line per schedule (name -> the lr of epochs 1, 2, ...)."""
+    if not schedules:
+        raise ValueError("plot_lr_schedules: no schedules to plot")
+    fig = Figure(figsize=(6.5, 3.2), layout="constrained")
+    ax = fig.subplots()
+    for i, (name, lrs) in enumerate(schedules.items()):
+        epochs = np.arange(1, len(lrs) + 1)
+        ax.step(epochs, np.asarray(lrs, dtype=np.float64), where="mid", marker="o", markersize=3, color=f"C{i}",
+                label=name)  # fmt: skip
+    ax.set(title="Learning rate per epoch", xlabel="epoch", ylabel="learning rate")
     ax.legend(loc="best")
     return fig
 

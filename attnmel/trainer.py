@@ -34,6 +34,7 @@ consistent pair.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
 import random
@@ -47,6 +48,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import SequentialSampler
 
@@ -90,6 +92,9 @@ __all__ = [
     "predict_loader",
     "build_optimizer",
     "build_scheduler",
+    "lr_factor",
+    "mix_batch",
+    "build_ema",
     "build_loss",
     "load_split",
     "ensure_synthetic",
@@ -144,11 +149,19 @@ RESUME_LOCKED = (
     "lambda3",
     "lambda4",
     "seed",
+    "synthetic_difficulty",
+    "crop_scale",
+    "color_jitter",
+    "label_smoothing",
+    "mixup",
+    "lr_schedule",
+    "warmup_epochs",
+    "ema",
 )
 
 
 # What only a resume needs: kept in latest.pt, left out of best.pt (half its size: no momentum buffers).
-RESUME_STATE = ("optimizer", "scheduler", "scaler", "rng")
+RESUME_STATE = ("optimizer", "scheduler", "scaler", "rng", "train_model", "ema_updates")
 
 DIVERGED_HINT = "lower --lr, or set --grad-clip-norm (e.g. 5)"
 
@@ -202,9 +215,34 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
     )
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.StepLR:
-    """lr x ``lr_gamma`` every ``lr_step`` epochs, stepped once at the end of each epoch."""
-    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step, gamma=config.lr_gamma)
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> Any:
+    """Stepped once at the end of each epoch. The paper's: lr x ``lr_gamma`` every ``lr_step`` epochs (StepLR);
+    with ``warmup_epochs`` or ``lr_schedule="cosine"``, the factor of :func:`lr_factor` (LambdaLR)."""
+    if config.lr_schedule == "step" and config.warmup_epochs == 0:
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step, gamma=config.lr_gamma)
+    factor = functools.partial(
+        lr_factor,
+        schedule=config.lr_schedule,
+        warmup=config.warmup_epochs,
+        epochs=config.epochs,
+        step=config.lr_step,
+        gamma=config.lr_gamma,
+    )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def lr_factor(done: int, *, schedule: str, warmup: int, epochs: int, step: int, gamma: float) -> float:
+    """The learning rate of the epoch after ``done`` finished ones, as a multiple of ``lr``.
+
+    Linear warm-up ``(done + 1) / (warmup + 1)`` over the first ``warmup`` epochs; then either the paper's steps
+    (``gamma ** (done // step)``) or a cosine from 1 towards 0 over the remaining epochs (never 0 on the last).
+    """
+    if done < warmup:
+        return (done + 1) / (warmup + 1)
+    if schedule == "step":
+        return gamma ** (done // step)
+    progress = (done - warmup) / max(1, epochs - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def build_loss(config: TrainConfig) -> nn.Module:
@@ -212,8 +250,22 @@ def build_loss(config: TrainConfig) -> nn.Module:
     from attnmel.losses import AttnMelLoss
 
     return AttnMelLoss(
-        gamma=config.focal_gamma, alpha=config.focal_alpha, lambda3=config.lambda3, lambda4=config.lambda4
+        gamma=config.focal_gamma,
+        alpha=config.focal_alpha,
+        lambda3=config.lambda3,
+        lambda4=config.lambda4,
+        label_smoothing=config.label_smoothing,
     )
+
+
+def build_ema(model: nn.Module, config: TrainConfig) -> Any:
+    """With ``config.ema`` > 0: an exponential moving average of ``model``'s weights and BatchNorm statistics
+    (``torch.optim.swa_utils.AveragedModel``), updated after every step; else None."""
+    if config.ema <= 0:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
 
 
 def _seed_everything(seed: int) -> None:
@@ -240,19 +292,25 @@ def train_step(
     channels_last: bool = False,
     use_roi: bool = False,
     grad_clip_norm: float | None = None,
+    mixup: float = 0.0,
 ) -> dict[str, float]:
     """One SGD step on one (per-process) batch; returns the loss parts as floats.
 
     ``grad_clip_norm`` clips the total gradient norm (after unscaling fp16 gradients) before the update.
+    ``mixup`` > 0 blends the batch with a shuffled copy of itself, images and one-hot labels alike, with a
+    weight drawn from Beta(mixup, mixup) (the global torch generator, so a seeded epoch repeats exactly).
 
     Raises ``_NonFiniteLoss`` (before any update) when the loss is NaN or infinite on any process.
     Under DDP the backward pass averages gradients across processes.
     """
     batch = move_batch(batch, device, channels_last)
+    images, target = batch["image"], batch["label"]
+    if mixup > 0:
+        images, target = mix_batch(images, target, mixup)
     optimizer.zero_grad(set_to_none=True)
     with autocast(device, precision):
-        out = model(batch["image"])  # AttnMelOutput: logits (N, 2), attn3, attn4
-    parts = loss_fn(_float_output(out), batch["label"], roi=batch["roi"] if use_roi else None)
+        out = model(images)  # AttnMelOutput: logits (N, 2), attn3, attn4
+    parts = loss_fn(_float_output(out), target, roi=batch["roi"] if use_roi else None)
     values = torch.stack([p.detach().float().reshape(()) for p in parts])  # (4,) total, focal, dice3, dice4
     bad = (~torch.isfinite(values[0])).float().reshape(1)
     distributed.all_reduce_sum(bad)
@@ -265,6 +323,17 @@ def train_step(
     scaler.step(optimizer)
     scaler.update()
     return dict(zip(("total", "focal", "dice3", "dice4"), values.tolist(), strict=True))
+
+
+def mix_batch(
+    images: torch.Tensor, labels: torch.Tensor, alpha: float, num_classes: int = 2
+) -> tuple[Any, Any]:
+    """Mixup (Zhang et al. 2018): ``lam x + (1 - lam) x[perm]`` and the same mix of one-hot labels, with
+    ``lam ~ Beta(alpha, alpha)`` and ``perm`` a random permutation, both from the global torch generator."""
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    perm = torch.randperm(images.shape[0]).to(images.device)
+    one_hot = F.one_hot(labels.long(), num_classes).float()
+    return lam * images + (1.0 - lam) * images[perm], lam * one_hot + (1.0 - lam) * one_hot[perm]
 
 
 @torch.inference_mode()
@@ -365,6 +434,10 @@ def _check_resume(ckpt: dict[str, Any], config: TrainConfig, path: Path) -> None
         for k in RESUME_LOCKED
         if k in saved and saved[k] != getattr(config, k)
     ]
+    if config.lr_schedule == "cosine" and saved.get("epochs", config.epochs) != config.epochs:
+        diffs.append(
+            f"epochs: checkpoint {saved['epochs']!r} vs config {config.epochs!r} (the cosine schedule spans them)"
+        )
     if diffs:
         raise ValueError(
             f"cannot resume from {path}: the config changed settings a run cannot change: " + "; ".join(diffs)
@@ -437,6 +510,7 @@ class _Run:
     scheduler: Any
     scaler: torch.amp.GradScaler
     loss_fn: nn.Module
+    ema: Any = None  # AveragedModel of `model` (config.ema > 0): what validation scores and checkpoints hold
     history: list[dict[str, Any]] = field(default_factory=list)
     best_epoch: int = 0
     best_auc: float = -math.inf
@@ -562,6 +636,7 @@ def _set_up(
         scheduler=build_scheduler(optimizer, config),
         scaler=make_grad_scaler(device, precision),
         loss_fn=build_loss(config),
+        ema=build_ema(model, config),
     )
     if config.resume:
         _restore(run)
@@ -591,7 +666,12 @@ def _restore(run: _Run) -> None:
     """Continue from latest.pt: weights, optimiser, scheduler, scaler, RNG states, history and the best epoch."""
     ckpt = load_checkpoint(run.latest_path)
     _check_resume(ckpt, run.config, run.latest_path)
-    load_model_weights(run.model, ckpt["model"], source=run.latest_path)
+    if run.ema is not None:  # "model" holds the average (what was validated); "train_model" the SGD weights
+        load_model_weights(run.ema.module, ckpt["model"], source=run.latest_path)
+        load_model_weights(run.model, ckpt["train_model"], source=run.latest_path)
+        run.ema.n_averaged.fill_(int(ckpt["ema_updates"]))
+    else:
+        load_model_weights(run.model, ckpt["model"], source=run.latest_path)
     run.optimizer.load_state_dict(ckpt["optimizer"])
     run.scheduler.load_state_dict(ckpt["scheduler"])
     if ckpt.get("scaler") and run.scaler.is_enabled():
@@ -644,7 +724,10 @@ def _train_epoch(run: _Run, epoch: int, show: bool) -> dict[str, Any]:
                 channels_last=config.channels_last,
                 use_roi=use_roi,
                 grad_clip_norm=config.grad_clip_norm,
+                mixup=config.mixup,
             )
+            if run.ema is not None:
+                run.ema.update_parameters(run.model)
         except _NonFiniteLoss as err:
             raise TrainingDiverged(
                 f"training diverged at epoch {epoch}, batch {index}/{len(loader)}: loss = {err.parts['total']} "
@@ -688,7 +771,7 @@ def _validate(run: _Run, row: dict[str, Any], epoch_start: float) -> bool:
         seed=0,
     )
     pred = predict_loader(
-        unwrap_model(run.train_model),
+        run.ema.module if run.ema is not None else unwrap_model(run.train_model),
         val_loader,
         device=run.device,
         precision=run.precision,
@@ -728,7 +811,7 @@ _TENSORBOARD_KEYS = (
 def _save_checkpoints(run: _Run, row: dict[str, Any], improved: bool) -> None:
     """best.pt (when improved) before latest.pt, so a crash between the two leaves a consistent pair; history."""
     ckpt = make_checkpoint(
-        run.model,
+        run.ema.module if run.ema is not None else run.model,  # the weights validation scored
         optimizer=run.optimizer,
         scheduler=run.scheduler,
         scaler=run.scaler,
@@ -738,6 +821,9 @@ def _save_checkpoints(run: _Run, row: dict[str, Any], improved: bool) -> None:
         config=run.config.to_dict(),
         history=run.history,
     )
+    if run.ema is not None:  # resuming needs the SGD weights and the average's update count as well
+        ckpt["train_model"] = {k: v.detach().cpu() for k, v in run.model.state_dict().items()}
+        ckpt["ema_updates"] = int(run.ema.n_averaged)
     if improved:  # the weights and the run's facts; the optimiser and RNG states live in latest.pt only
         save_checkpoint(run.best_path, {k: v for k, v in ckpt.items() if k not in RESUME_STATE})
     save_checkpoint(run.latest_path, ckpt)

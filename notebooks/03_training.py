@@ -86,7 +86,8 @@ fig
 # (stratified resampling), and the threshold metrics at a melanoma probability of 0.5.
 
 # %%
-Markdown(experiments.metrics_markdown(run.metrics))
+Markdown(f"**{config.dataset}, model `{config.model}`, profile `{profile}`, seed {seed}**\n\n"
+         + experiments.metrics_markdown(run.metrics) + f"\n\n{experiments.profile_caption(profile, config, 1)}")
 
 # %% [markdown]
 # ## ROC and precision-recall curves, calibration

@@ -65,7 +65,9 @@ def test_papermill_parameter_override_changes_what_the_chapter_computes(tmp_path
 
 @pytest.mark.parametrize("profile", ["isic2017-cpu", "paper"])
 def test_the_architecture_chapter_needs_no_data_under_the_real_data_profiles(tmp_path, profile):
-    params = book.chapter_parameters(profile, runs_dir=tmp_path / "runs")  # no data_root: chapter 2 reads none
+    params = book.chapter_parameters(
+        profile, runs_dir=tmp_path / "runs"
+    )  # no data_root: chapter 2 reads none
     run = book.execute_chapter(ROOT / "notebooks" / "02_architecture.py", tmp_path / "02.ipynb", params)
     assert run.ok, run.error
     record = json.loads((tmp_path / "runs" / "02_architecture" / "architecture.json").read_text())

@@ -59,6 +59,8 @@ def test_profile_caption_says_what_the_profile_can_and_cannot_show() -> None:
     assert "can be compared" in paper and "one seed" not in paper
     smoke = experiments.profile_caption("smoke", TrainConfig.from_preset("smoke-mini"), 3)
     assert "synthetic set" in smoke and "not ISIC's" in smoke
+    one = experiments.profile_caption("smoke", TrainConfig.from_preset("smoke-mini", epochs=1), 2)
+    assert "1 epoch," in one and "2 seeds." in one
 
 
 def test_paired_verdict_reads_the_interval() -> None:
@@ -128,3 +130,44 @@ def test_shortcut_seed_rows_pair_the_shifted_auc_with_each_rows_reference() -> N
     assert by["lesion"]["diff"]["mean"] == pytest.approx(0.045) and by["lesion"]["reference"] == "biased"
     table = interpret.shortcut_seeds_markdown(rows)
     assert "-0.130 [" in table and "vs ref" in table and table.count("\n") == 4
+
+
+def test_ladder_table_pairs_each_step_with_the_one_before_and_the_first() -> None:
+    from types import SimpleNamespace
+
+    def runs(*aucs: float) -> dict:
+        return {s: SimpleNamespace(metrics={"Test_v2": {"auc": a}}) for s, a in enumerate(aucs)}
+
+    ladder = {"paper": runs(0.60, 0.62), "+ a": runs(0.65, 0.66), "+ b": runs(0.64, 0.70)}
+    extra = {"jaccard": {"paper": {0: 0.2, 1: 0.3}, "+ a": {0: 0.4, 1: 0.4}}}
+    rows = experiments.ladder_table(ladder, "Test_v2", extra)
+    assert rows[0]["vs_previous"] is None and rows[0]["auc"]["mean"] == pytest.approx(0.61)
+    assert rows[2]["vs_previous"]["mean"] == pytest.approx(((0.64 - 0.65) + (0.70 - 0.66)) / 2)
+    assert rows[2]["vs_paper"]["mean"] == pytest.approx(((0.64 - 0.60) + (0.70 - 0.62)) / 2)
+    assert rows[1]["jaccard"]["mean"] == pytest.approx(0.4) and rows[2]["jaccard"]["n"] == 0
+    table = experiments.ladder_markdown(rows, {"jaccard": "pool-4 Jaccard"})
+    assert "| paper | 2 | 0.610 ± 0.014 | — | — | 0.250 ± 0.071 |" in table
+    assert "| + b | 2 |" in table and "+0.060 [" in table
+
+
+def test_the_recipe_ladder_reuses_chapter_4_and_stacks_each_step_on_the_earlier_ones(
+    tiny_synthetic, tmp_path
+) -> None:
+    from .helpers import TINY_RUN
+
+    base = TrainConfig(**{**TINY_RUN, "data_root": str(tiny_synthetic), "n_boot": 0, "epochs": 1,
+                          "max_train_samples": 8, "eval_splits": "Test_v2"})  # fmt: skip
+    quiet = {"log": lambda _m: None}
+    chapter4 = tmp_path / "04"
+    first = experiments.run_variants(base, chapter4, ["AttnMel-CNN"], **quiet)["AttnMel-CNN"]
+    before = first.best_checkpoint.stat().st_mtime_ns
+    steps = [("+ jitter", {"crop_scale": 0.5}), ("+ smoothing", {"label_smoothing": 0.1})]
+    ladder = experiments.run_recipe_ladder(base, tmp_path / "ladder", [0, 1], chapter4_dir=chapter4, steps=steps,
+                                           **quiet)  # fmt: skip
+    assert list(ladder) == [experiments.PAPER_PROTOCOL, "+ jitter", "+ smoothing"]
+    assert ladder[experiments.PAPER_PROTOCOL][0].run_dir == first.run_dir  # chapter 4's run, not retrained
+    assert first.best_checkpoint.stat().st_mtime_ns == before
+    last = ladder["+ smoothing"][1].config
+    assert (last.crop_scale, last.label_smoothing, last.seed, last.model) == (0.5, 0.1, 1, "attnmel_cnn")
+    assert ladder["+ jitter"][0].config.label_smoothing == 0.0
+    assert ladder["+ smoothing"][1].run_dir == tmp_path / "ladder" / "step-2" / "seed-1"

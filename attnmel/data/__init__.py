@@ -61,6 +61,7 @@ _EXPORTS: dict[str, str] = {
     "preprocess_transform": "transforms",
     "split_preprocess": "transforms",
     "train_geometry": "transforms",
+    "colour_jitter": "transforms",
     "train_transform": "transforms",
     "DatasetSpec": "registry",
     "get_dataset": "registry",

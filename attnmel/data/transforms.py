@@ -41,6 +41,7 @@ __all__ = [
     "preprocess_transform",
     "train_transform",
     "train_geometry",
+    "colour_jitter",
     "eval_transform",
     "eval_geometry",
     "split_preprocess",
@@ -131,6 +132,9 @@ def train_transform(
     resize: int | None = 256,
     mean: Sequence[float] = ISIC2017_MEAN,
     std: Sequence[float] = ISIC2017_STD,
+    *,
+    crop_scale: float = 1.0,
+    color_jitter: float = 0.0,
 ) -> v2.Compose:
     """Training pipeline: preprocess, random crop ``size``, random 90-degree rotation, flips, float, normalise.
 
@@ -138,20 +142,44 @@ def train_transform(
         size: output side (224 in the paper; e.g. 128 for CPU runs).
         resize: side after the 0.8 centre crop; None -> :func:`default_resize` (``size`` 128 -> 146).
         mean, std: per-channel normalisation (:data:`ISIC2017_MEAN` / :data:`ISIC2017_STD` by default).
+        crop_scale, color_jitter: the from-scratch recipe's augmentation (:func:`train_geometry`,
+            :func:`colour_jitter`); the defaults are the paper's pipeline.
     """
-    return v2.Compose([*train_geometry(size, resize), *_finish(mean, std)])
+    jitter = [colour_jitter(color_jitter)] if color_jitter > 0 else []
+    return v2.Compose([*train_geometry(size, resize, crop_scale=crop_scale), *jitter, *_finish(mean, std)])
 
 
-def train_geometry(size: int = 224, resize: int | None = 256) -> list[v2.Transform]:
-    """The geometric part of the training pipeline (uint8 in, uint8 out): what previews show the network."""
+def train_geometry(
+    size: int = 224, resize: int | None = 256, *, crop_scale: float = 1.0
+) -> list[v2.Transform]:
+    """The geometric part of the training pipeline (uint8 in, uint8 out): what previews show the network.
+
+    ``crop_scale`` < 1 replaces the fixed-size random crop by a RandomResizedCrop over ``crop_scale`` to all of
+    the preprocessed image's area, aspect 3/4 to 4/3 (scale jitter for training from scratch); masks follow.
+    """
     resize = _check_sizes(size, resize)
+    if not 0.0 < crop_scale <= 1.0:
+        raise ValueError(f"crop_scale must lie in (0, 1], got {crop_scale}")
+    crop = (
+        v2.RandomCrop(size)
+        if crop_scale == 1.0
+        else v2.RandomResizedCrop(size, scale=(crop_scale, 1.0), ratio=(3 / 4, 4 / 3), antialias=True)
+    )
     return [
         Preprocess(resize),
-        v2.RandomCrop(size),
+        crop,
         RandomRotate90(),
         v2.RandomHorizontalFlip(0.5),
         v2.RandomVerticalFlip(0.5),
     ]
+
+
+def colour_jitter(strength: float) -> v2.ColorJitter:
+    """Brightness, contrast and saturation x [1 - s, 1 + s] and hue +- s/10: illumination and camera changes
+    within what dermoscopes produce (a hue shift of s/10 keeps lesions brown-blue, not green). Images only."""
+    if not 0.0 <= strength < 1.0:
+        raise ValueError(f"colour jitter strength must lie in [0, 1), got {strength}")
+    return v2.ColorJitter(brightness=strength, contrast=strength, saturation=strength, hue=strength / 10)
 
 
 def eval_transform(

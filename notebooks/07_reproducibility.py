@@ -33,7 +33,7 @@
 profile = "smoke"  # smoke | smoke-mini | isic2017-cpu | paper
 data_root = ""  # unused here; every chapter accepts it
 device = "auto"  # auto | cpu | cuda: the device the speed table measures
-runs_dir = "runs"  # reads <runs_dir>/book_timings.json, writes <runs_dir>/06_reproducibility
+runs_dir = "runs"  # reads <runs_dir>/book_timings.json, writes <runs_dir>/07_reproducibility
 benchmark = "quick"  # quick: a short measurement now | full results of make bench when present, else quick
 quick_size = 128  # input size of the quick measurement
 quick_batch = 8  # batch size of the quick measurement
@@ -49,7 +49,7 @@ import attnmel
 from attnmel import bench, book
 from attnmel.io import atomic_write_json
 
-out_dir = Path(runs_dir) / "06_reproducibility"
+out_dir = Path(runs_dir) / "07_reproducibility"
 dev = torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
 machine = bench.machine_info(dev)
 print(f"attnmel {attnmel.__version__}, profile {profile!r}")

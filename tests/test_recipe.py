@@ -1,0 +1,179 @@
+"""The from-scratch recipe's options: each defaults to the paper's protocol, and each does what it says."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from attnmel.config import TrainConfig
+from attnmel.losses import AttnMelLoss, focal_loss
+from attnmel.models.networks import AttnMelOutput
+from attnmel.trainer import build_scheduler, fit, lr_factor, mix_batch
+
+from .helpers import tiny_config
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"crop_scale": 0.0}, "crop_scale = 0.0 must lie in"),
+        ({"color_jitter": 1.0}, "color_jitter = 1.0 must lie in"),
+        ({"label_smoothing": 0.5}, "label_smoothing = 0.5 must lie in"),
+        ({"mixup": -1.0}, "mixup = -1.0 must be >= 0"),
+        ({"mixup": 0.2, "roi": "lesion"}, "no ROI mask fits"),
+        ({"warmup_epochs": 5, "epochs": 5}, "warmup_epochs = 5 must be >= 0 and below epochs"),
+        ({"ema": 1.0}, "ema = 1.0 must lie in"),
+        ({"lr_schedule": "linear"}, "lr_schedule"),
+    ],
+)
+def test_recipe_options_refuse_bad_values_naming_them(changes, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**changes)
+
+
+def test_the_defaults_are_the_papers_protocol() -> None:
+    config = TrainConfig()
+    assert (config.crop_scale, config.color_jitter, config.label_smoothing, config.mixup) == (
+        1.0,
+        0.0,
+        0.0,
+        0.0,
+    )
+    assert (config.lr_schedule, config.warmup_epochs, config.ema) == ("step", 0, 0.0)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+    assert isinstance(build_scheduler(optimizer, config), torch.optim.lr_scheduler.StepLR)
+
+
+def test_soft_targets_give_the_hard_focal_loss_for_one_hot_rows_and_smoothing_follows_its_formula() -> None:
+    torch.manual_seed(0)
+    logits, target = torch.randn(6, 2), torch.tensor([0, 1, 1, 0, 1, 0])
+    one_hot = torch.nn.functional.one_hot(target, 2).float()
+    for alpha in (None, 0.25):
+        assert focal_loss(logits, one_hot, 2.0, alpha) == pytest.approx(
+            focal_loss(logits, target, 2.0, alpha).item()
+        )
+    eps = 0.1
+    out = AttnMelOutput(logits, None, None)
+    smoothed = AttnMelLoss(label_smoothing=eps)(out, target).focal
+    p = logits.softmax(1)
+    q = one_hot * (1 - eps) + eps / 2
+    expected = -(q * (1 - p) ** 2 * p.log()).sum(1).mean()
+    assert smoothed.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert smoothed.item() != pytest.approx(AttnMelLoss()(out, target).focal.item())
+
+
+def test_lr_factor_warms_up_then_steps_or_follows_a_cosine() -> None:
+    step = [lr_factor(e, schedule="step", warmup=0, epochs=6, step=2, gamma=0.1) for e in range(6)]
+    assert step == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    cosine = [lr_factor(e, schedule="cosine", warmup=2, epochs=6, step=2, gamma=0.1) for e in range(6)]
+    assert cosine[:2] == pytest.approx([1 / 3, 2 / 3])
+    assert cosine[2] == pytest.approx(1.0) and cosine[-1] > 0
+    assert cosine[2:] == sorted(cosine[2:], reverse=True)
+    assert cosine[3] == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+
+
+def test_the_scheduler_applies_the_factor_once_per_epoch() -> None:
+    config = TrainConfig(epochs=4, lr=0.1, lr_schedule="cosine", warmup_epochs=1)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=config.lr)
+    scheduler = build_scheduler(optimizer, config)
+    seen = []
+    for _ in range(4):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert seen == pytest.approx([0.05, 0.1, 0.1 * 0.5 * (1 + math.cos(math.pi / 3)), 0.1 * 0.25])
+
+
+def test_mix_batch_blends_images_and_labels_alike_and_repeats_under_a_seed() -> None:
+    images = torch.arange(4, dtype=torch.float32).view(4, 1, 1, 1).expand(4, 3, 2, 2).contiguous()
+    labels = torch.tensor([0, 1, 0, 1])
+    torch.manual_seed(3)
+    mixed, target = mix_batch(images, labels, 0.4)
+    torch.manual_seed(3)
+    again, _ = mix_batch(images, labels, 0.4)
+    assert torch.equal(mixed, again)
+    assert torch.allclose(target.sum(1), torch.ones(4))
+    torch.manual_seed(3)  # the same draws, made by hand: lam ~ Beta(0.4, 0.4), then a permutation
+    lam = float(torch.distributions.Beta(0.4, 0.4).sample())
+    perm = torch.randperm(4)
+    one_hot = torch.nn.functional.one_hot(labels, 2).float()
+    assert torch.allclose(mixed, lam * images + (1 - lam) * images[perm])
+    assert torch.allclose(target, lam * one_hot + (1 - lam) * one_hot[perm])
+    assert 0 < lam < 1 and not torch.equal(perm, torch.arange(4))
+
+
+def test_scale_jitter_and_colour_jitter_move_masks_with_images_and_leave_them_binary() -> None:
+    from torchvision import tv_tensors
+
+    from attnmel.data.transforms import train_transform
+
+    image = torch.zeros(3, 60, 60, dtype=torch.uint8)
+    image[:, 20:40, 20:40] = 200  # a bright square lesion on black
+    mask = torch.zeros(1, 60, 60, dtype=torch.uint8)
+    mask[:, 20:40, 20:40] = 1
+    transform = train_transform(32, 48, mean=(0, 0, 0), std=(1, 1, 1), crop_scale=0.3, color_jitter=0.0)
+    assert any(type(t).__name__ == "RandomResizedCrop" for t in transform.transforms)
+    torch.manual_seed(0)
+    for _ in range(10):
+        out = transform({"image": tv_tensors.Image(image), "mask": tv_tensors.Mask(mask)})
+        assert out["image"].shape == (3, 32, 32) and out["mask"].shape == (1, 32, 32)
+        inside = out["mask"][0] > 0
+        assert set(out["mask"].unique().tolist()) <= {0, 1}
+        if inside.any() and (~inside).any():  # the mask marks the bright pixels, wherever the crop fell
+            assert out["image"][0][inside].mean() > 0.5 > out["image"][0][~inside].mean()
+    jitter = train_transform(32, 48, mean=(0, 0, 0), std=(1, 1, 1), color_jitter=0.4)
+    torch.manual_seed(1)
+    outs = [jitter({"image": tv_tensors.Image(image), "mask": tv_tensors.Mask(mask)}) for _ in range(6)]
+    assert len({round(float(o["image"].max()), 4) for o in outs}) > 1  # brightness varies between draws
+    assert all(set(o["mask"].unique().tolist()) <= {0, 1} for o in outs)
+
+
+@pytest.fixture(scope="module")
+def syn(tiny_synthetic):
+    return tiny_synthetic
+
+
+def test_a_recipe_run_trains_validates_the_average_and_resumes_exactly(syn, tmp_path, monkeypatch) -> None:
+    """Every option on at once; killed after epoch 1, resumed: the same weights and average as a straight run."""
+    from attnmel import trainer
+
+    recipe = dict(crop_scale=0.5, color_jitter=0.2, label_smoothing=0.1, mixup=0.2, lr_schedule="cosine",
+                  warmup_epochs=1, ema=0.9)  # fmt: skip
+    base = tiny_config(syn, tmp_path / "runs", epochs=3, max_train_samples=12, seed=5, eval_splits="Validation",
+                       n_boot=0, **recipe)  # fmt: skip
+    quiet = {"log": lambda _msg: None}
+    straight = fit(base.replace(run_name="straight"), **quiet)
+    assert [round(r["lr"], 6) for r in straight.history] == [0.005, 0.01, 0.005]  # warm-up, then the cosine
+
+    real_epoch = trainer._train_epoch
+
+    def stop_at_two(run, epoch, show):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real_epoch(run, epoch, show)
+
+    monkeypatch.setattr(trainer, "_train_epoch", stop_at_two)
+    with pytest.raises(KeyboardInterrupt):
+        fit(base.replace(run_name="split"), **quiet)
+    monkeypatch.setattr(trainer, "_train_epoch", real_epoch)
+    resumed = fit(base.replace(run_name="split", resume=True), **quiet)
+
+    a = torch.load(straight.run_dir / "checkpoints" / "latest.pt", weights_only=True)
+    b = torch.load(resumed.run_dir / "checkpoints" / "latest.pt", weights_only=True)
+    for part in ("model", "train_model"):  # the average (what was validated) and the SGD weights
+        for key in a[part]:
+            assert torch.equal(a[part][key], b[part][key]), (part, key)
+    assert a["ema_updates"] == b["ema_updates"] == 3 * math.ceil(12 / 4)
+    assert any(
+        not torch.equal(a["model"][k], a["train_model"][k]) for k in a["model"]
+    )  # an average, not a copy
+    best = torch.load(straight.run_dir / "checkpoints" / "best.pt", weights_only=True)
+    assert "train_model" not in best and "ema_updates" not in best
+    assert [r["val_auc"] for r in straight.history] == [r["val_auc"] for r in resumed.history]
+
+    with pytest.raises(ValueError, match="the cosine schedule spans them"):
+        fit(base.replace(run_name="split", resume=True, epochs=4), **quiet)
