@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 .PHONY: help setup book test test-fast lint format lab bench browser clean
 
 help:
-	@echo "make book   [PROFILE=smoke|isic2017-cpu|paper] [DATA=path] [ISIC2016=path] [PH2=path] [DEVICE=auto|cpu|cuda]"
+	@echo "make book   [PROFILE=smoke|isic2017-cpu|paper|scratch|scratch-cpu] [DATA=path] [ISIC2016=path] [PH2=path] [DEVICE=auto|cpu|cuda]"
 	@echo "            run every chapter and build the HTML book (PH2: a PH2 column in Table 2)"
 	@echo "make test   lint + unit tests + every chapter under the smoke profile + a browser check of the book"
 	@echo "make test-fast  lint + the unit tests only (no chapters, no browser, nothing marked slow)"

@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 # Every preset is a profile: smoke-mini runs every chapter under the smallest preset (the quickest book).
-PROFILES = ("smoke", "smoke-mini", "isic2017-cpu", "paper")
+PROFILES = ("smoke", "smoke-mini", "isic2017-cpu", "paper", "scratch", "scratch-cpu")
 KERNEL_NAME = "python3"
 TIMINGS_FILE = "book_timings.json"
 CHAPTER_TIMEOUT_S = 3 * 3600  # per cell; the paper profile trains for hours on a GPU

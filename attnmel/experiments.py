@@ -37,6 +37,7 @@ __all__ = [
     "load_run",
     "is_complete",
     "run_or_load",
+    "variant_config",
     "run_variants",
     "run_seeds",
     "run_variant_seeds",
@@ -125,6 +126,13 @@ STUDIES: dict[str, Study] = {
         ladder_seeds=0,
     ),
     "paper": Study(_PAPER_SEVEN, seeds=3, backbones=True),
+    # The whole book from scratch with the recipe (chapter 6's `scratch` presets) on a GPU, and its CPU version
+    # at the budget of isic2017-cpu's study (its 30-epoch runs take about 80 minutes each on 2 cores).
+    # (No ladder: these presets already hold the whole recipe.)
+    "scratch": Study(_PAPER_SEVEN, seeds=3, backbones=True, ladder_seeds=0),
+    "scratch-cpu": Study(
+        ("Mel-CNN", "AttnMel-CNN", "AttnMel-CNN-Lesion"), seeds=1, backbones=False, ladder_seeds=0
+    ),
 }
 
 
@@ -351,6 +359,17 @@ def run_or_load(config: TrainConfig, reuse: bool = True, log: Callable[[str], No
     return load_run(run_dir)
 
 
+def variant_config(base: TrainConfig, name: str) -> TrainConfig:
+    """``base`` with the variant's overrides. An ROI variant trains without mixup (a blended image has no lesion
+    mask): under the ``scratch`` presets the Lesion / Dermo / Bkg rows keep the rest of the recipe."""
+    if name not in VARIANTS:
+        raise ValueError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
+    overrides = dict(VARIANTS[name].overrides)
+    if overrides.get("roi") is not None and base.mixup > 0:
+        overrides["mixup"] = 0.0
+    return base.replace(**overrides)
+
+
 def run_variants(
     base: TrainConfig,
     out_dir: str | Path,
@@ -365,7 +384,7 @@ def run_variants(
         if name not in VARIANTS:
             raise ValueError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
         log(f"==> {name}")
-        config = base.replace(**VARIANTS[name].overrides, run_dir=str(out_dir / name), resume=False)
+        config = variant_config(base, name).replace(run_dir=str(out_dir / name), resume=False)
         runs[name] = run_or_load(config, reuse=reuse, log=log)
     return runs
 
@@ -423,9 +442,7 @@ def run_variant_seeds(
         for seed in seeds:
             folder = out_dir / name if seed == base.seed else out_dir / "seeds" / name / f"seed-{seed}"
             log(f"==> {name}, seed {seed}")
-            config = base.replace(
-                **VARIANTS[name].overrides, seed=int(seed), run_dir=str(folder), resume=False
-            )
+            config = variant_config(base, name).replace(seed=int(seed), run_dir=str(folder), resume=False)
             runs[name][int(seed)] = run_or_load(config, reuse=reuse, log=log)
     return runs
 
@@ -452,12 +469,22 @@ def run_recipe_ladder(
     from attnmel.config import RECIPE_STEPS
 
     steps = RECIPE_STEPS if steps is None else steps
+    defaults = TrainConfig()
+    already = [
+        f"{k}={getattr(base, k)!r}" for _, o in steps for k in o if getattr(base, k) != getattr(defaults, k)
+    ]
+    if already:
+        raise ValueError(
+            "the recipe ladder starts from the paper's protocol, but the base config already sets "
+            + ", ".join(already)
+            + " (a scratch preset?): use the isic2017-cpu, paper or smoke profile"
+        )
     runs = {
         PAPER_PROTOCOL: run_variant_seeds(base, chapter4_dir, ["AttnMel-CNN"], seeds, reuse=True, log=log)[
             "AttnMel-CNN"
         ]
     }
-    config = base.replace(**VARIANTS["AttnMel-CNN"].overrides)
+    config = variant_config(base, "AttnMel-CNN")
     for k, (name, overrides) in enumerate(steps, start=1):
         config = config.replace(**overrides)
         runs[name] = {}

@@ -710,8 +710,10 @@ def _train_epoch(run: _Run, epoch: int, show: bool) -> dict[str, Any]:
     sums = torch.zeros(5, dtype=torch.float64)  # total, focal, dice3, dice4 (x batch size), images
     use_roi = run.train_ds.roi is not None  # the training set carries the Dice reference masks, or none
     run.train_model.train()
-    batch_bar = _tqdm()(loader, desc=f"epoch {epoch}", disable=not show, leave=False)
-    for index, batch in enumerate(batch_bar, start=1):
+    # the bar is driven by hand: wrapping the loader in a notebook bar kept its worker iterator alive past the
+    # epoch, and the next loader's forked workers then printed DataLoader.__del__ errors into the notebook
+    batch_bar = _tqdm()(total=len(loader), desc=f"epoch {epoch}", disable=not show, leave=False)
+    for index, batch in enumerate(loader, start=1):
         try:
             parts = train_step(
                 run.train_model,
@@ -741,7 +743,8 @@ def _train_epoch(run: _Run, epoch: int, show: bool) -> dict[str, Any]:
         sums += torch.tensor(
             [parts["total"] * n, parts["focal"] * n, parts["dice3"] * n, parts["dice4"] * n, n]
         )
-        batch_bar.set_postfix(loss=f"{parts['total']:.4f}")
+        batch_bar.set_postfix(loss=f"{parts['total']:.4f}", refresh=False)
+        batch_bar.update(1)
     batch_bar.close()
     _check_finite_weights(run.model, epoch, len(loader), run.latest_path)
     distributed.all_reduce_sum(sums)

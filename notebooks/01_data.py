@@ -21,7 +21,7 @@
 # from `data_root` as downloaded.
 
 # %% tags=["parameters"]
-profile = "smoke"  # smoke | smoke-mini | isic2017-cpu | paper
+profile = "smoke"  # smoke | smoke-mini | isic2017-cpu | paper | scratch | scratch-cpu
 data_root = ""  # dataset folder in the official layout; "": the profile default, synthetic for smoke
 device = "auto"  # unused here; every chapter accepts it
 runs_dir = "runs"  # artefacts go to <runs_dir>/01_data; the synthetic set to <runs_dir>/data

@@ -21,7 +21,7 @@
 # $\mathcal{G}$.
 
 # %% tags=["parameters"]
-profile = "smoke"  # smoke | smoke-mini | isic2017-cpu | paper (this chapter trains nothing; the profile sets the input size)
+profile = "smoke"  # smoke | smoke-mini | isic2017-cpu | paper | scratch | scratch-cpu (this chapter trains nothing; the profile sets the input size)
 data_root = ""  # unused here; every chapter accepts it
 device = "auto"  # auto | cpu | cuda | mps
 runs_dir = "runs"  # artefacts go to <runs_dir>/02_architecture

@@ -22,7 +22,7 @@
 # $$\mathcal{L}_{focal} = -\frac{1}{N} \sum_{j=1}^{N} (1 - p_{t,j})^{\gamma} \log p_{t,j} .$$
 
 # %% tags=["parameters"]
-profile = "smoke"  # smoke | smoke-mini | isic2017-cpu | paper
+profile = "smoke"  # smoke | smoke-mini | isic2017-cpu | paper | scratch | scratch-cpu
 data_root = ""  # dataset folder in the official layout; "": the profile default, synthetic for smoke
 device = "auto"  # auto | cpu | cuda | mps
 runs_dir = "runs"  # the run folder is <runs_dir>/03_training

@@ -30,7 +30,7 @@
 # marked as such; every other number is computed below.
 
 # %% tags=["parameters"]
-profile = "smoke"  # smoke | smoke-mini | isic2017-cpu | paper
+profile = "smoke"  # smoke | smoke-mini | isic2017-cpu | paper | scratch | scratch-cpu
 data_root = ""  # ISIC 2017 folder in the official layout; "": the profile default, synthetic for smoke
 isic2016_root = ""  # ISIC 2016 folder for Table 1; "": no ISIC 2016 runs
 ph2_root = ""  # PH2 folder: a PH2 column in Table 2 (external test set, never trained on); "": none

@@ -30,7 +30,7 @@
 # $J = |P \cap L| / |P \cup L|$ per image, averaged.
 
 # %% tags=["parameters"]
-profile = "smoke"  # smoke | smoke-mini | isic2017-cpu | paper
+profile = "smoke"  # smoke | smoke-mini | isic2017-cpu | paper | scratch | scratch-cpu
 data_root = ""  # ISIC 2017 folder in the official layout; "": the profile default, synthetic for smoke
 device = "auto"  # auto | cpu | cuda | mps
 runs_dir = "runs"  # reads <runs_dir>/04_ablations, writes <runs_dir>/05_attention

@@ -29,7 +29,7 @@
 # `scratch-cpu` (128 px) presets switch them all on.
 
 # %% tags=["parameters"]
-profile = "smoke"  # smoke | smoke-mini | isic2017-cpu | paper
+profile = "smoke"  # smoke | smoke-mini | isic2017-cpu | paper | scratch | scratch-cpu
 data_root = ""  # ISIC 2017 folder in the official layout; "": the profile default, synthetic for smoke
 ph2_root = ""  # PH2 folder: each step's PH2 AUC (external test set, never trained on); "": none
 device = "auto"  # auto | cpu | cuda | mps
@@ -152,6 +152,9 @@ if seeds > 0:
         + experiments.ladder_markdown(rows, titles)
         + f"\n\n{experiments.profile_caption(profile, base, seeds)}\n\n" + "\n".join(f"- {f}" for f in findings)
     ))  # fmt: skip
+elif base.mixup > 0 or base.ema > 0:
+    display(Markdown(f"*Profile `{profile}` trains every chapter with the whole recipe already; the ladder, which "
+                     "starts from the paper's protocol, runs under `smoke`, `isic2017-cpu` or `paper`.*"))
 else:
     display(Markdown(
         f"*Not trained under profile `{profile}`: the ladder is {len(RECIPE_STEPS)} steps x 2 seeds of "

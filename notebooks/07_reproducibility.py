@@ -30,7 +30,7 @@
 # ```
 
 # %% tags=["parameters"]
-profile = "smoke"  # smoke | smoke-mini | isic2017-cpu | paper
+profile = "smoke"  # smoke | smoke-mini | isic2017-cpu | paper | scratch | scratch-cpu
 data_root = ""  # unused here; every chapter accepts it
 device = "auto"  # auto | cpu | cuda: the device the speed table measures
 runs_dir = "runs"  # reads <runs_dir>/book_timings.json, writes <runs_dir>/07_reproducibility

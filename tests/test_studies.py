@@ -171,3 +171,21 @@ def test_the_recipe_ladder_reuses_chapter_4_and_stacks_each_step_on_the_earlier_
     assert (last.crop_scale, last.label_smoothing, last.seed, last.model) == (0.5, 0.1, 1, "attnmel_cnn")
     assert ladder["+ jitter"][0].config.label_smoothing == 0.0
     assert ladder["+ smoothing"][1].run_dir == tmp_path / "ladder" / "step-2" / "seed-1"
+    with pytest.raises(ValueError, match="already sets crop_scale=0.5"):
+        experiments.run_recipe_ladder(base.replace(crop_scale=0.5), tmp_path / "x", [0], chapter4_dir=chapter4,
+                                      steps=steps, **quiet)  # fmt: skip
+
+
+def test_roi_variants_drop_mixup_and_keep_the_rest_of_the_recipe() -> None:
+    base = TrainConfig.from_preset("scratch", data_root="/data")
+    lesion = experiments.variant_config(base, "AttnMel-CNN-Lesion")
+    assert (lesion.roi, lesion.mixup, lesion.label_smoothing, lesion.ema) == (
+        "lesion",
+        0.0,
+        base.label_smoothing,
+        base.ema,
+    )
+    assert experiments.variant_config(base, "AttnMel-CNN").mixup == base.mixup > 0
+    assert experiments.variant_config(TrainConfig(), "AttnMel-CNN-Lesion").mixup == 0.0
+    with pytest.raises(ValueError, match="unknown variant 'Nope'"):
+        experiments.variant_config(base, "Nope")
