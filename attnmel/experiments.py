@@ -43,6 +43,7 @@ __all__ = [
     "run_variant_seeds",
     "PAPER_PROTOCOL",
     "run_recipe_ladder",
+    "with_recipe",
     "ladder_table",
     "ladder_markdown",
     "seed_runs_of",
@@ -450,6 +451,14 @@ def run_variant_seeds(
 PAPER_PROTOCOL = "paper protocol (AttnMel-CNN, chapter 4)"
 
 
+def with_recipe(config: TrainConfig, overrides: Mapping[str, Any]) -> TrainConfig:
+    """``config`` with recipe options applied; the warm-up is shortened to leave at least one epoch after it."""
+    overrides = dict(overrides)
+    if "warmup_epochs" in overrides:
+        overrides["warmup_epochs"] = max(0, min(int(overrides["warmup_epochs"]), config.epochs - 1))
+    return config.replace(**overrides)
+
+
 def run_recipe_ladder(
     base: TrainConfig,
     out_dir: str | Path,
@@ -486,7 +495,7 @@ def run_recipe_ladder(
     }
     config = variant_config(base, "AttnMel-CNN")
     for k, (name, overrides) in enumerate(steps, start=1):
-        config = config.replace(**overrides)
+        config = with_recipe(config, overrides)
         runs[name] = {}
         for seed in seeds:
             log(f"==> {name}, seed {seed}")

@@ -153,8 +153,7 @@ if base.dataset == "synthetic" and "AttnMel-CNN" in seed_runs:
     biased = base.replace(synthetic_artifact_bias=shortcut_bias, eval_splits="Test_v2,Test_shift")
     trained = experiments.run_variant_seeds(biased, out_dir / "shortcut", ["AttnMel-CNN", "AttnMel-CNN-Lesion"],
                                             seed_list, reuse=True, log=lambda m: None)
-    reference = "AttnMel-CNN, no artifact bias (reference)"
-    unbiased, plain, lesion = reference, f"AttnMel-CNN, bias {shortcut_bias}", f"AttnMel-CNN-Lesion, bias {shortcut_bias}"
+    unbiased, plain, lesion = "AttnMel-CNN, unbiased (reference)", "AttnMel-CNN, biased", "AttnMel-CNN-Lesion, biased"
     by_row = {unbiased: seed_runs["AttnMel-CNN"], plain: trained["AttnMel-CNN"], lesion: trained["AttnMel-CNN-Lesion"]}
     per_model = {name: {seed: interpret.shortcut_row(name, run, {s: interpret.split_maps(run, s, limit)
                                                                  for s in ("Test_v2", "Test_shift")})

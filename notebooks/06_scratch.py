@@ -99,7 +99,7 @@ fig
 # epochs:
 
 # %%
-recipe = base.replace(**SCRATCH_RECIPE)
+recipe = experiments.with_recipe(base, SCRATCH_RECIPE)
 schedules = {
     name: [c.lr * lr_factor(e, schedule=c.lr_schedule, warmup=c.warmup_epochs, epochs=c.epochs, step=c.lr_step,
                             gamma=c.lr_gamma) for e in range(c.epochs)]

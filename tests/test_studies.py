@@ -176,6 +176,12 @@ def test_the_recipe_ladder_reuses_chapter_4_and_stacks_each_step_on_the_earlier_
                                       steps=steps, **quiet)  # fmt: skip
 
 
+def test_with_recipe_leaves_an_epoch_after_the_warm_up() -> None:
+    assert experiments.with_recipe(TrainConfig(epochs=1), {"warmup_epochs": 2, "ema": 0.9}).warmup_epochs == 0
+    assert experiments.with_recipe(TrainConfig(epochs=4), {"warmup_epochs": 2}).warmup_epochs == 2
+    assert experiments.with_recipe(TrainConfig(epochs=4), {"mixup": 0.2}).mixup == 0.2
+
+
 def test_roi_variants_drop_mixup_and_keep_the_rest_of_the_recipe() -> None:
     base = TrainConfig.from_preset("scratch", data_root="/data")
     lesion = experiments.variant_config(base, "AttnMel-CNN-Lesion")
