@@ -11,7 +11,7 @@
 # %% [markdown]
 # # 4. Ablations: Tables 1 and 2
 #
-# This chapter reproduces the ablation study of Sect. 3.2. Seven models are trained under one protocol:
+# This chapter reproduces the ablation study of Sect. 3.2. The paper trains seven models under one protocol (the profile decides how many this chapter trains, and says so below):
 #
 # - **VGG-16**: the original network with its dense layers and a new two-way output;
 # - **VGG-16-GAP**: the dense layers replaced by global average pooling (no attention);
@@ -99,7 +99,7 @@ print(f"all models: {(time.perf_counter() - start) / 60:.1f} min")
 #
 # Test split of the dataset this profile trains on (under `smoke`, the synthetic set's Test_v2 split, drawn
 # at the difficulty printed above: the paper's figures are ISIC 2017's and are shown for the layout, not for
-# comparison). The intervals are wide: one seed, and a test split of a few dozen images. Given a PH2 folder
+# comparison). The intervals are bootstrap intervals over the test images of one training run (seed 0): under `smoke` a test split of 60 images, under the ISIC profiles 600. Given a PH2 folder
 # (`ph2_root`, or `make book PH2=...`), each model's best checkpoint is also scored on PH2, which none of them
 # saw in training: a check of how the ranking carries over to an external set. The paper reports no PH2 figures.
 
