@@ -17,9 +17,9 @@
 #
 # | profile | data | model inputs | hardware | expected time |
 # |---|---|---|---|---|
-# | `smoke` | the built-in synthetic set | 64-96 px, 4 epochs; chapters 4-5: 7 models x 3 seeds | any CPU | about 15 minutes |
+# | `smoke` | the built-in synthetic set | 64-96 px, 4 epochs; chapters 4-5: 7 models x 3 seeds | 2 CPU cores with bf16 | about 16 minutes |
 # | `smoke-mini` | the built-in synthetic set | every chapter at the smallest preset | any CPU | a few minutes |
-# | `isic2017-cpu` | real ISIC 2017 (`DATA=...`) | 128 px, from scratch, 6 epochs; chapters 4-5: 4 models x 1 seed | 2 CPU cores with bf16 | under 2 hours |
+# | `isic2017-cpu` | real ISIC 2017 (`DATA=...`) | 128 px, from scratch, 6 epochs; chapters 4-5: 4 models x 1 seed | 2 CPU cores with bf16 | under 2 hours (94 min measured) |
 # | `paper` | ISIC 2016 and 2017 | 224 px, ImageNet weights, 50 epochs; chapters 4-5: 7 models x 3 seeds | a GPU | about an hour per model |
 #
 # ```bash

@@ -125,7 +125,10 @@ def test_readme_papermill_command_works_as_written(command, checkout):
         if arg in ("-p", "--parameters"):
             name, value = papermill_args[i + 1], papermill_args[i + 2]
             assert name in parameter_names(notebook), f"`{command}`: the chapter has no parameter {name!r}"
-            assert f'{name} = "{value}"' in injected[0].source, f"`{command}`: {name} not injected"
+            # papermill's -p infers numbers and booleans (2 -> 2, True -> True); anything else is a string
+            forms = (f'{name} = "{value}"', f"{name} = {value}")
+            lines = injected[0].source.splitlines()
+            assert any(form in lines for form in forms), f"`{command}`: {name} not injected"
             assert f"{name} = " in source
 
 
