@@ -106,11 +106,21 @@ class Browser:
     def goto(self, url: str, settle_s: float = 0.5) -> None:
         self.send("Page.navigate", url=url)
         deadline = time.time() + 60
-        while self.evaluate("document.readyState") != "complete":
+        while self._ready_state() != "complete":
             if time.time() > deadline:
                 raise TimeoutError(f"{url} did not finish loading in 60 s")
             time.sleep(0.1)
         time.sleep(settle_s)
+
+    def _ready_state(self) -> str | None:
+        """``document.readyState``, or None while the navigation swaps documents: an evaluate that lands in
+        that moment fails with "Inspected target navigated or closed" (or finds no context), and is retried."""
+        try:
+            return self.evaluate("document.readyState")
+        except RuntimeError as err:
+            if "navigated or closed" in str(err) or "context" in str(err).lower():
+                return None
+            raise
 
     def evaluate(self, expression: str, await_promise: bool = False) -> Any:
         result = self.send(
