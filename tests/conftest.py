@@ -246,3 +246,12 @@ def checkpoint(tmp_path_factory) -> Path:
     config = TrainConfig(image_size=32, resize=40)
     path = tmp_path_factory.mktemp("ckpt") / "best.pt"
     return save_checkpoint(path, make_checkpoint(build_model("attnmel_cnn").eval(), config=config.to_dict()))
+
+
+def pytest_report_header(config) -> str:
+    """Say how much disk the temporary folders have: the suite checkpoints VGG-16s and needs a few GB free."""
+    import shutil
+    import tempfile
+
+    free = shutil.disk_usage(tempfile.gettempdir()).free / 2**30
+    return f"attnmel: {free:.1f} GiB free under {tempfile.gettempdir()} (the full suite needs about 6 GiB)"
