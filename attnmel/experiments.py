@@ -535,18 +535,6 @@ def ladder_table(
 def ladder_markdown(rows: Sequence[Mapping[str, Any]], extra: Mapping[str, str] | None = None) -> str:
     """Markdown for :func:`ladder_table`; ``extra`` maps an extra figure's key to its column title."""
 
-    def mean_sd(stats: Mapping[str, Any]) -> str:
-        if stats["mean"] is None:
-            return "—"
-        return f"{stats['mean']:.3f}" + ("" if stats["sd"] is None else f" ± {stats['sd']:.3f}")
-
-    def paired(diff: Mapping[str, Any] | None) -> str:
-        if diff is None or diff["mean"] is None:
-            return "—"
-        return f"{diff['mean']:+.3f}" + (
-            "" if diff["ci"] is None else f" [{diff['ci'][0]:+.3f}, {diff['ci'][1]:+.3f}]"
-        )
-
     split = rows[0]["split"] if rows else "test"
     extra = dict(extra or {})
     header = [
@@ -562,11 +550,11 @@ def ladder_markdown(rows: Sequence[Mapping[str, Any]], extra: Mapping[str, str] 
         cells = [
             r["step"],
             str(r["auc"]["n"]),
-            mean_sd(r["auc"]),
-            paired(r["vs_previous"]),
-            paired(r["vs_paper"]),
+            format_mean_sd(r["auc"]),
+            format_paired(r["vs_previous"]),
+            format_paired(r["vs_paper"]),
         ]
-        cells += [mean_sd(r[key]) for key in extra]
+        cells += [format_mean_sd(r[key]) for key in extra]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -617,12 +605,7 @@ def seeds_markdown(rows: Sequence[Mapping[str, Any]], reference: str | None = No
         interval = "—" if r["ci"] is None else f"[{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]"
         cells = [r["method"], str(r["n"]), f"{format_metric(r['mean'])} ± {spread}", interval]
         if reference:
-            d = r.get("diff")
-            if d is None or d["mean"] is None:
-                cells.append("reference" if r["method"] == reference else "—")
-            else:
-                ci = "" if d["ci"] is None else f" [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"
-                cells.append(f"{d['mean']:+.3f}{ci}")
+            cells.append(format_paired(r.get("diff"), "reference" if r["method"] == reference else "—"))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -699,6 +682,22 @@ def format_metric(value: Any, ci: Any = None, *, for_book: bool = False) -> str:
         gap = "\u00a0" if for_book else " "
         text += f" [{ci[0]:.3f},{gap}{ci[1]:.3f}]"
     return text
+
+
+def format_mean_sd(stats: Mapping[str, Any], digits: int = 3) -> str:
+    """``0.912 ± 0.014`` from a ``{"mean", "sd"}`` summary over seeds (no sd with one seed), or ``—``."""
+    if stats["mean"] is None:
+        return "—"
+    return f"{stats['mean']:.{digits}f}" + ("" if stats["sd"] is None else f" ± {stats['sd']:.{digits}f}")
+
+
+def format_paired(diff: Mapping[str, Any] | None, none: str = "—") -> str:
+    """``+0.015 [-0.081, +0.110]`` from a paired difference (``{"mean", "ci"}``), or ``none`` without one."""
+    if diff is None or diff["mean"] is None:
+        return none
+    return f"{diff['mean']:+.3f}" + (
+        "" if diff["ci"] is None else f" [{diff['ci'][0]:+.3f}, {diff['ci'][1]:+.3f}]"
+    )
 
 
 def results_table(

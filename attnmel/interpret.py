@@ -210,23 +210,9 @@ def table3_seed_rows(
     return rows
 
 
-def _mean_sd(stats: Mapping[str, Any], digits: int = 3) -> str:
-    if stats["mean"] is None:
-        return "—"
-    return f"{stats['mean']:.{digits}f}" + ("" if stats["sd"] is None else f" ± {stats['sd']:.{digits}f}")
-
-
-def _paired(diff: Mapping[str, Any] | None, none: str = "—") -> str:
-    if diff is None or diff["mean"] is None:
-        return none
-    return f"{diff['mean']:+.3f}" + (
-        "" if diff["ci"] is None else f" [{diff['ci'][0]:+.3f}, {diff['ci'][1]:+.3f}]"
-    )
-
-
 def table3_seeds_markdown(rows: list[dict[str, Any]], reference: str = "AttnMel-CNN") -> str:
     """Markdown for :func:`table3_seed_rows`: ours (mean ± sd over seeds) beside the paper's Table 3."""
-    from attnmel.experiments import format_metric
+    from attnmel.experiments import format_mean_sd, format_metric, format_paired
 
     lines = [
         f"| model | map | Jaccard (ours) | Jaccard (paper) | vs {reference} (paired, 95% CI) | pointing game |",
@@ -235,8 +221,8 @@ def table3_seeds_markdown(rows: list[dict[str, Any]], reference: str = "AttnMel-
     for r in rows:
         same = "reference" if r["model"] == reference else "—"
         lines.append(
-            f"| {r['model']} | {r['map']} | {_mean_sd(r['jaccard'])} | {format_metric(r['paper_jaccard'])} | "
-            f"{_paired(r['diff'], same)} | {_mean_sd(r['pointing'], 2)} |"
+            f"| {r['model']} | {r['map']} | {format_mean_sd(r['jaccard'])} | {format_metric(r['paper_jaccard'])} | "
+            f"{format_paired(r['diff'], same)} | {format_mean_sd(r['pointing'], 2)} |"
         )
     return "\n".join(lines)
 
@@ -274,21 +260,23 @@ def shortcut_seeds_markdown(
     rows: list[dict[str, Any]], biased: str = "Test_v2", shifted: str = "Test_shift"
 ) -> str:
     """Markdown for :func:`shortcut_seed_rows`: AUCs and attention on the artifact as mean ± sd over seeds."""
+    from attnmel.experiments import format_mean_sd, format_paired
+
     lines = [
         f"| model | seeds | AUC {biased} (artifact correlated) | AUC {shifted} (uncorrelated) | "
         f"{shifted} AUC vs (paired, 95% CI) | attention share on artifact | artifact share of area |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        versus = "—" if r["diff"] is None else f"{_paired(r['diff'])} vs {r['reference']}"
+        versus = "—" if r["diff"] is None else f"{format_paired(r['diff'])} vs {r['reference']}"
         cells = [
             r["model"],
             str(len(r["seeds"])),
-            _mean_sd(r[f"auc_{biased}"]),
-            _mean_sd(r[f"auc_{shifted}"]),
+            format_mean_sd(r[f"auc_{biased}"]),
+            format_mean_sd(r[f"auc_{shifted}"]),
             versus,
-            _mean_sd(r[f"artifact_share_{shifted}"]),
-            _mean_sd(r[f"artifact_area_{shifted}"]),
+            format_mean_sd(r[f"artifact_share_{shifted}"]),
+            format_mean_sd(r[f"artifact_area_{shifted}"]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

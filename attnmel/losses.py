@@ -121,6 +121,13 @@ class LossParts(NamedTuple):
     dice4: torch.Tensor
 
 
+def soft_targets(target: torch.Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Class indices (N,) as one-hot rows (N, K); soft targets (N, K), e.g. mixup's, pass through unchanged."""
+    if target.ndim == 2:
+        return target.to(dtype)
+    return F.one_hot(target.long(), num_classes).to(dtype)
+
+
 class AttnMelLoss(nn.Module):
     """The combined loss of Eq. 5: focal loss plus Dice regularisers on the pool-3 and pool-4 attention.
 
@@ -152,8 +159,9 @@ class AttnMelLoss(nn.Module):
         ``roi`` is None or the model has no attention maps."""
         if self.label_smoothing > 0:
             k = output.logits.shape[1]
-            soft = target if target.ndim == 2 else F.one_hot(target.long(), k).to(output.logits.dtype)
-            target = soft * (1.0 - self.label_smoothing) + self.label_smoothing / k
+            target = soft_targets(target, k, output.logits.dtype) * (1.0 - self.label_smoothing) + (
+                self.label_smoothing / k
+            )
         focal = focal_loss(output.logits, target, self.gamma, self.alpha)
         zero = focal.new_zeros(())
         dice3 = (

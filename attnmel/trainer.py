@@ -48,7 +48,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import SequentialSampler
 
@@ -82,6 +81,7 @@ from attnmel.loaders import (  # re-exported: these used to live here
     make_loader,
     train_sampler,
 )
+from attnmel.losses import soft_targets
 from attnmel.runlock import RunLock, remove_stale_temporaries
 
 __all__ = [
@@ -332,7 +332,7 @@ def mix_batch(
     ``lam ~ Beta(alpha, alpha)`` and ``perm`` a random permutation, both from the global torch generator."""
     lam = float(torch.distributions.Beta(alpha, alpha).sample())
     perm = torch.randperm(images.shape[0]).to(images.device)
-    one_hot = F.one_hot(labels.long(), num_classes).float()
+    one_hot = soft_targets(labels, num_classes)
     return lam * images + (1.0 - lam) * images[perm], lam * one_hot + (1.0 - lam) * one_hot[perm]
 
 
