@@ -101,7 +101,29 @@ MODES: dict[str, ModeSpec] = {
     "fp16": ModeSpec("fp16", False, torch.float16, False, "fp16", cuda_only=True),
 }
 DEFAULT_MODES = ("fp32", "channels_last", "bf16", "bf16+channels_last", "compile")
-_CEILING_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+_CEILING_DTYPES = {
+    "fp32": torch.float32,
+    "tf32": torch.float32,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}
+MAX_TIMED_STEPS = 10_000  # the time-based loop's cap, whatever min_seconds asks
+
+
+def default_min_seconds(device: str | torch.device) -> float:
+    """Seconds of timed steps per case when none are given: 2 on a GPU (a step there takes milliseconds, and one
+    step read 1196 img/s where 20 read 1977), 0 on the CPU (a step there takes seconds: ``steps`` decide)."""
+    return 2.0 if torch.device(device).type == "cuda" else 0.0
+
+
+def ceiling_for(mode: str, device: str | torch.device) -> str:
+    """The matmul ceiling a mode's rate is compared with on ``device``: its dtype's, except that fp32 modes on a
+    GPU whose convolutions use TF32 (cuDNN's default) are compared with the TF32 ceiling; against the plain fp32
+    one they read "213% of ceiling"."""
+    spec = MODES[mode]
+    if spec.ceiling == "fp32" and torch.device(device).type == "cuda" and torch.backends.cudnn.allow_tf32:
+        return "tf32"
+    return spec.ceiling
 
 
 def mode_spec(mode: str, device: str | torch.device = "cpu") -> ModeSpec:
@@ -239,15 +261,27 @@ def matmul_ceiling(
     n: int = 2048,
     seconds: float = 2.0,
     device: str | torch.device = "cpu",
+    *,
+    tf32: bool = False,
 ) -> float:
     """Best GFLOP/s of an ``n x n`` by ``n x n`` matrix product (2 n^3 FLOPs) over calls filling ``seconds``.
 
     One untimed call first (thread pools, cuBLAS handles); at least two timed calls. The best call, not the mean,
-    is the ceiling: a busy machine only ever lowers the rate.
+    is the ceiling: a busy machine only ever lowers the rate. ``tf32``: an fp32 product with TF32 tensor cores
+    allowed (CUDA only), the ceiling of fp32 convolutions that cuDNN runs in TF32.
     """
     if n < 1 or seconds < 0:
         raise ValueError(f"matmul_ceiling: n must be >= 1 and seconds >= 0, got n={n}, seconds={seconds}")
     device = torch.device(device)
+    if tf32:
+        if device.type != "cuda" or dtype is not torch.float32:
+            raise ValueError(f"a TF32 ceiling needs a CUDA device and float32, got {device} and {dtype}")
+        previous = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        try:
+            return matmul_ceiling(dtype, n, seconds, device)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = previous
     gen = torch.Generator(device="cpu").manual_seed(0)
     a = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)  # (n, n)
     b = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)  # (n, n)
@@ -272,7 +306,8 @@ def measure_ceilings(
     n: int | Sequence[int] = DEFAULT_MATMUL_SIZES,
     seconds: float = 2.0,
 ) -> dict[str, float]:
-    """Matmul ceilings (GFLOP/s) for the named dtypes (``"fp32" | "bf16" | "fp16"``): the best over sizes ``n``.
+    """Matmul ceilings (GFLOP/s) for the named dtypes (``"fp32" | "tf32" | "bf16" | "fp16"``; tf32 on CUDA only):
+    the best over sizes ``n``.
 
     Several sizes, because the fastest one differs between machines and BLAS builds (a single size can sit
     below the rate the convolutions reach).
@@ -286,7 +321,8 @@ def measure_ceilings(
     order = [name for name in _CEILING_DTYPES if name in names]
     return {
         name: max(
-            matmul_ceiling(_CEILING_DTYPES[name], n=size, seconds=seconds, device=device) for size in sizes
+            matmul_ceiling(_CEILING_DTYPES[name], n=size, seconds=seconds, device=device, tf32=name == "tf32")
+            for size in sizes
         )
         for name in order
     }
@@ -404,9 +440,12 @@ def _case(
     warmup: int,
     device: str | torch.device,
     seed: int,
+    min_seconds: float = 0.0,
 ) -> dict[str, Any]:
     """The validated description of one measurement (also what a compile child process receives)."""
     _check_counts(image_size, batch_size, steps, warmup)
+    if not (isinstance(min_seconds, int | float) and math.isfinite(min_seconds) and min_seconds >= 0):
+        raise ValueError(f"min_seconds must be a number >= 0, got {min_seconds!r}")
     return dict(
         model_name=model_name,
         image_size=image_size,
@@ -416,7 +455,25 @@ def _case(
         warmup=warmup,
         device=str(device),
         seed=seed,
+        min_seconds=float(min_seconds),
     )
+
+
+def _timed_steps(
+    step: Callable[[], Any], device: torch.device, warmup: int, steps: int, min_seconds: float
+) -> list[float]:
+    """Seconds of each call of ``step``, synchronised around it: ``warmup`` calls, then at least ``steps`` timed
+    ones, and more until the timed ones add up to ``min_seconds`` (at most ``MAX_TIMED_STEPS``)."""
+    times: list[float] = []
+    while len(times) < warmup + steps or (
+        sum(times[warmup:]) < min_seconds and len(times) < warmup + MAX_TIMED_STEPS
+    ):
+        _sync(device)
+        t0 = time.perf_counter()
+        step()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
 
 
 def _finish(result: dict[str, Any], times: list[float], warmup: int, batch_size: int) -> dict[str, Any]:
@@ -444,17 +501,20 @@ def train_step_throughput(
     device: str | torch.device = "cpu",
     *,
     seed: int = 0,
+    min_seconds: float = 0.0,
     isolate_compile: bool = True,
     compile_timeout: float = DEFAULT_COMPILE_TIMEOUT_S,
 ) -> dict[str, Any]:
     """Training images/s: forward, Eq. 5 loss, backward and an SGD step, on a synthetic batch on ``device``.
+
+    ``steps`` timed steps at least, and more until they fill ``min_seconds`` (time-based on a GPU).
 
     Returns a dict with ``status`` ("ok" or "failed" with a ``reason``), ``step_times_s`` (the timed steps),
     ``first_step_s`` (the first warm-up step, compile time included), ``seconds_per_step`` (median),
     ``images_per_s`` and ``losses`` (every step's loss, to show the step did real work). For ``"compile"`` the
     run happens in a child process killed after ``compile_timeout`` seconds unless ``isolate_compile=False``.
     """
-    case = _case(model_name, image_size, batch_size, mode, steps, warmup, device, seed)
+    case = _case(model_name, image_size, batch_size, mode, steps, warmup, device, seed, min_seconds)
     spec = mode_spec(mode, device)
     if spec.compile and isolate_compile:
         return _run_isolated("train", case, compile_timeout)
@@ -476,20 +536,18 @@ def train_step_throughput(
             x, target, roi = _synthetic_batch(batch_size, image_size, device, spec.channels_last, seed)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            times: list[float] = []
             losses: list[torch.Tensor] = []
-            for _ in range(warmup + steps):
-                _sync(device)
-                t0 = time.perf_counter()
+
+            def step() -> None:
                 with _autocast(device, spec.amp_dtype):
                     loss = criterion(_as_output(forward(x)), target, roi).total
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
-                _sync(device)
-                times.append(time.perf_counter() - t0)
                 losses.append(loss.detach())
+
+            times = _timed_steps(step, device, warmup, steps, min_seconds)
             result["losses"] = [float(v) for v in losses]
             if device.type == "cuda":
                 result["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
@@ -511,11 +569,12 @@ def inference_throughput(
     device: str | torch.device = "cpu",
     *,
     seed: int = 0,
+    min_seconds: float = 0.0,
     isolate_compile: bool = True,
     compile_timeout: float = DEFAULT_COMPILE_TIMEOUT_S,
 ) -> dict[str, Any]:
     """Inference images/s: the forward pass in eval mode under ``torch.inference_mode``; fields as training."""
-    case = _case(model_name, image_size, batch_size, mode, steps, warmup, device, seed)
+    case = _case(model_name, image_size, batch_size, mode, steps, warmup, device, seed, min_seconds)
     spec = mode_spec(mode, device)
     if spec.compile and isolate_compile:
         return _run_isolated("inference", case, compile_timeout)
@@ -531,15 +590,14 @@ def inference_throughput(
             x, _, _ = _synthetic_batch(batch_size, image_size, device, spec.channels_last, seed)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            times: list[float] = []
-            with torch.inference_mode():
-                for _ in range(warmup + steps):
-                    _sync(device)
-                    t0 = time.perf_counter()
-                    with _autocast(device, spec.amp_dtype):
-                        logits = _as_output(forward(x)).logits  # (N, K)
-                    _sync(device)
-                    times.append(time.perf_counter() - t0)
+            outputs: list[torch.Tensor] = []
+
+            def step() -> None:
+                with torch.inference_mode(), _autocast(device, spec.amp_dtype):
+                    outputs[:] = [_as_output(forward(x)).logits]  # (N, K), the last call's
+
+            times = _timed_steps(step, device, warmup, steps, min_seconds)
+            logits = outputs[0]
             if not torch.isfinite(logits.float()).all():
                 raise FloatingPointError("non-finite logits")
             if device.type == "cuda":
@@ -725,6 +783,7 @@ def run_benchmarks(
     compile_shapes: Collection[tuple[int, int]] | None = None,
     compile_timeout: float = DEFAULT_COMPILE_TIMEOUT_S,
     isolate_compile: bool = True,
+    min_seconds: float | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per (image size, batch size, mode): training (and inference) images/s and fraction of the ceiling.
@@ -736,15 +795,18 @@ def run_benchmarks(
         compile_shapes: the (size, batch) pairs where ``"compile"`` runs (None: all); elsewhere it is skipped
             with a note, because every new shape is a new compile (minutes on a small CPU).
         compile_timeout: seconds allowed to each compiled case, compile included.
+        min_seconds: keep timing each case until its steps fill this many seconds (None:
+            :func:`default_min_seconds`, 2 s on a GPU, 0 on the CPU).
         progress: called with a one-line message before each case (e.g. ``print``).
     """
     device = torch.device(device)
+    min_seconds = default_min_seconds(device) if min_seconds is None else min_seconds
     for mode in modes:
         if mode not in MODES:
             raise ValueError(f"unknown benchmark mode {mode!r}; choose from {sorted(MODES)}")
     say = progress or (lambda message: None)
     if ceilings is None:
-        needed = {MODES[m].ceiling for m in modes}
+        needed = {ceiling_for(m, device) for m in modes}
         say(f"matmul ceilings ({', '.join(sorted(needed))})")
         ceilings = measure_ceilings(needed, device=device)
     flops: dict[tuple[int, bool], int] = {}
@@ -764,7 +826,8 @@ def run_benchmarks(
                     "batch_size": batch,
                     "steps": n_steps,
                     "warmup": warmup,
-                    "ceiling": spec.ceiling,
+                    "min_seconds": min_seconds,
+                    "ceiling": ceiling_for(mode, device),
                     "train_flops_per_image": flops[size, True],
                     "infer_flops_per_image": flops[size, False],
                     "note": "",
@@ -786,6 +849,7 @@ def run_benchmarks(
                         n_steps,
                         warmup,
                         device,
+                        min_seconds=min_seconds,
                         isolate_compile=isolate_compile,
                         compile_timeout=compile_timeout,
                     )
@@ -858,6 +922,7 @@ def run_suite(
     matmul_seconds: float = 2.0,
     compile_shapes: Collection[tuple[int, int]] | None = None,
     compile_timeout: float = DEFAULT_COMPILE_TIMEOUT_S,
+    min_seconds: float | None = None,
     jpeg: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -871,7 +936,8 @@ def run_suite(
     started = time.perf_counter()
     machine = machine_info(device)
     sizes_n = [matmul_n] if isinstance(matmul_n, int) else list(matmul_n)
-    needed = {MODES[m].ceiling for m in modes if m in MODES}
+    min_seconds = default_min_seconds(device) if min_seconds is None else min_seconds
+    needed = {ceiling_for(m, device) for m in modes if m in MODES}
     say(f"matmul ceilings ({', '.join(sorted(needed))}), n={sizes_n}")
     ceilings_start = measure_ceilings(needed, device=device, n=sizes_n, seconds=matmul_seconds)
     rows = run_benchmarks(
@@ -886,6 +952,7 @@ def run_suite(
         ceilings=ceilings_start,
         compile_shapes=compile_shapes,
         compile_timeout=compile_timeout,
+        min_seconds=min_seconds,
         progress=progress,
     )
     say(f"matmul ceilings again ({', '.join(sorted(needed))}), n={sizes_n}")
@@ -914,6 +981,7 @@ def run_suite(
             "matmul_seconds": matmul_seconds,
             "compile_shapes": None if compile_shapes is None else [list(s) for s in compile_shapes],
             "compile_timeout_s": compile_timeout,
+            "min_seconds": min_seconds,
         },
         "ceilings_gflops_per_s": ceilings,
         "ceilings_start_gflops_per_s": ceilings_start,
@@ -943,14 +1011,16 @@ def _fmt(value: Any, spec: str, scale: float = 1.0) -> str:
 def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
     """The benchmark rows as a Markdown table (one line per size, batch and mode)."""
     header = (
-        "| size | batch | mode | train img/s | train s/step | train GFLOP/s | train % of ceiling | infer img/s "
-        "| infer GFLOP/s | infer % of ceiling | note |\n|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|\n"
+        "| size | batch | mode | ceiling | timed steps | train img/s | train s/step | train GFLOP/s "
+        "| train % of ceiling | infer img/s | infer GFLOP/s | infer % of ceiling | note |\n"
+        "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
     )
     lines = []
     for r in rows:
         note = str(r.get("note", "")).replace("|", "\\|")
         lines.append(
-            f"| {r['image_size']} | {r['batch_size']} | {r['mode']} "
+            f"| {r['image_size']} | {r['batch_size']} | {r['mode']} | {r.get('ceiling', '—')} "
+            f"| {len(r.get('train_step_times_s') or []) or '—'} "
             f"| {_fmt(r.get('train_images_per_s'), '.2f')} | {_fmt(r.get('train_seconds_per_step'), '.2f')} "
             f"| {_fmt(r.get('train_gflops_per_s'), '.0f')} | {_fmt(r.get('train_fraction_of_ceiling'), '.1f', 100)} "
             f"| {_fmt(r.get('infer_images_per_s'), '.2f')} | {_fmt(r.get('infer_gflops_per_s'), '.0f')} "

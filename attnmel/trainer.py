@@ -115,7 +115,8 @@ HISTORY_COLUMNS = (
     "val_ap",
     "val_auc",
     "is_best",
-    "seconds",
+    "seconds",  # the whole epoch: training, validation, checkpoints
+    "train_seconds",  # its SGD steps alone (what the trainer's images/s is measured over)
 )
 # Settings that must not change when a run is resumed (others, e.g. epochs, device, num_workers, may).
 RESUME_LOCKED = (
@@ -175,10 +176,57 @@ class TrainingDiverged(RuntimeError):
         self.batch = batch
 
 
-class _NonFiniteLoss(Exception):
-    def __init__(self, parts: dict[str, float]) -> None:
-        super().__init__(parts)
-        self.parts = parts
+LOSS_PARTS = ("total", "focal", "dice3", "dice4")  # what train_step returns, in this order
+NONFINITE_CHECK_EVERY = 50  # steps between the host's looks at the loss (each look waits for the device)
+
+
+class _EpochLosses:
+    """The epoch's loss sums and its first non-finite step, kept on the device so that a step never waits for
+    the host. :meth:`check` looks (one synchronisation) every ``NONFINITE_CHECK_EVERY`` steps and at the epoch's
+    end, before any checkpoint is written, so a diverged run still stops with its last good checkpoint intact."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.sums = torch.zeros(len(LOSS_PARTS), dtype=torch.float64, device=device)  # each part x batch size
+        self.images = 0
+        self.first_bad = torch.zeros((), dtype=torch.long, device=device)  # 1-based step, 0: none yet
+        self.bad_parts = torch.zeros(len(LOSS_PARTS), dtype=torch.float64, device=device)
+
+    def add(self, parts: torch.Tensor, n: int, index: int) -> None:
+        parts = parts.detach().double()
+        newly = (self.first_bad == 0) & ~torch.isfinite(parts[0])
+        self.first_bad = torch.where(newly, index, self.first_bad)
+        self.bad_parts = torch.where(newly, parts, self.bad_parts)
+        self.sums += parts * n
+        self.images += n
+
+    def check(self, epoch: int, batches: int, latest_path: Path, precision: str) -> None:
+        """Raise TrainingDiverged when any step so far (on any process) had a NaN or infinite loss."""
+        flag = (self.first_bad > 0).double().reshape(1)
+        distributed.all_reduce_sum(flag)  # every process stops together
+        if flag.item() == 0:
+            return
+        index = int(self.first_bad)
+        where = f"batch {index}/{batches}" if index else "a batch of another process"
+        parts = dict(zip(LOSS_PARTS, self.bad_parts.tolist(), strict=True))
+        raise TrainingDiverged(
+            f"training diverged at epoch {epoch}, {where}: loss = {parts['total']} "
+            f"(focal {parts['focal']}, dice3 {parts['dice3']}, dice4 {parts['dice4']}); "
+            f"{_kept(epoch, latest_path)}. Try: {DIVERGED_HINT}"
+            f"{', or precision fp32' if precision != 'fp32' else ''}.",
+            epoch,
+            index,
+        )
+
+    def means(self) -> dict[str, float]:
+        """Per-image means over the epoch (all processes), as ``train_<part>``; ``train_images``."""
+        totals = torch.cat([self.sums.cpu(), torch.tensor([float(self.images)], dtype=torch.float64)])
+        distributed.all_reduce_sum(totals)
+        images = max(totals[-1].item(), 1.0)
+        row = {
+            f"train_{'loss' if k == 'total' else k}": totals[i].item() / images
+            for i, k in enumerate(LOSS_PARTS)
+        }
+        return {**row, "train_images": int(totals[-1].item())}
 
 
 @dataclass
@@ -293,14 +341,16 @@ def train_step(
     use_roi: bool = False,
     grad_clip_norm: float | None = None,
     mixup: float = 0.0,
-) -> dict[str, float]:
-    """One SGD step on one (per-process) batch; returns the loss parts as floats.
+) -> torch.Tensor:
+    """One SGD step on one (per-process) batch; returns the loss parts (``LOSS_PARTS``) as a (4,) tensor on
+    the device, without waiting for it: the caller decides when the host looks (:class:`_EpochLosses`).
 
     ``grad_clip_norm`` clips the total gradient norm (after unscaling fp16 gradients) before the update.
     ``mixup`` > 0 blends the batch with a shuffled copy of itself, images and one-hot labels alike, with a
     weight drawn from Beta(mixup, mixup) (the global torch generator, so a seeded epoch repeats exactly).
 
-    Raises ``_NonFiniteLoss`` (before any update) when the loss is NaN or infinite on any process.
+    A NaN or infinite loss is not checked here (that would synchronise every step); its update poisons the
+    weights, and the epoch's check stops the run before they are checkpointed.
     Under DDP the backward pass averages gradients across processes.
     """
     batch = move_batch(batch, device, channels_last)
@@ -311,18 +361,13 @@ def train_step(
     with autocast(device, precision):
         out = model(images)  # AttnMelOutput: logits (N, 2), attn3, attn4
     parts = loss_fn(_float_output(out), target, roi=batch["roi"] if use_roi else None)
-    values = torch.stack([p.detach().float().reshape(()) for p in parts])  # (4,) total, focal, dice3, dice4
-    bad = (~torch.isfinite(values[0])).float().reshape(1)
-    distributed.all_reduce_sum(bad)
-    if bad.item() > 0:
-        raise _NonFiniteLoss(dict(zip(("total", "focal", "dice3", "dice4"), values.tolist(), strict=True)))
     scaler.scale(parts.total).backward()
     if grad_clip_norm is not None:
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
     scaler.step(optimizer)
     scaler.update()
-    return dict(zip(("total", "focal", "dice3", "dice4"), values.tolist(), strict=True))
+    return torch.stack([p.detach().float().reshape(()) for p in parts])
 
 
 def mix_batch(
@@ -707,58 +752,44 @@ def _train_epoch(run: _Run, epoch: int, show: bool) -> dict[str, Any]:
         config, run.train_ds, sampler=sampler, batch_size=run.per_rank_batch, device=run.device, seed=seed
     )
     lr = run.optimizer.param_groups[0]["lr"]
-    sums = torch.zeros(5, dtype=torch.float64)  # total, focal, dice3, dice4 (x batch size), images
+    losses = _EpochLosses(run.device)
     use_roi = run.train_ds.roi is not None  # the training set carries the Dice reference masks, or none
     run.train_model.train()
     # the bar is driven by hand: wrapping the loader in a notebook bar kept its worker iterator alive past the
     # epoch, and the next loader's forked workers then printed DataLoader.__del__ errors into the notebook
     batch_bar = _tqdm()(total=len(loader), desc=f"epoch {epoch}", disable=not show, leave=False)
+    shown_at = 0.0
+    started = time.perf_counter()
     for index, batch in enumerate(loader, start=1):
-        try:
-            parts = train_step(
-                run.train_model,
-                batch,
-                run.loss_fn,
-                run.optimizer,
-                run.scaler,
-                device=run.device,
-                precision=run.precision,
-                channels_last=config.channels_last,
-                use_roi=use_roi,
-                grad_clip_norm=config.grad_clip_norm,
-                mixup=config.mixup,
-            )
-            if run.ema is not None:
-                run.ema.update_parameters(run.model)
-        except _NonFiniteLoss as err:
-            raise TrainingDiverged(
-                f"training diverged at epoch {epoch}, batch {index}/{len(loader)}: loss = {err.parts['total']} "
-                f"(focal {err.parts['focal']}, dice3 {err.parts['dice3']}, dice4 {err.parts['dice4']}); "
-                f"{_kept(epoch, run.latest_path)}. Try: {DIVERGED_HINT}"
-                f"{', or precision fp32' if run.precision != 'fp32' else ''}.",
-                epoch,
-                index,
-            ) from None
-        n = len(batch["label"])
-        sums += torch.tensor(
-            [parts["total"] * n, parts["focal"] * n, parts["dice3"] * n, parts["dice4"] * n, n]
+        parts = train_step(
+            run.train_model,
+            batch,
+            run.loss_fn,
+            run.optimizer,
+            run.scaler,
+            device=run.device,
+            precision=run.precision,
+            channels_last=config.channels_last,
+            use_roi=use_roi,
+            grad_clip_norm=config.grad_clip_norm,
+            mixup=config.mixup,
         )
-        batch_bar.set_postfix(loss=f"{parts['total']:.4f}", refresh=False)
+        if run.ema is not None:
+            run.ema.update_parameters(run.model)
+        losses.add(parts, len(batch["label"]), index)
+        if index % NONFINITE_CHECK_EVERY == 0 or index == len(loader):
+            losses.check(epoch, len(loader), run.latest_path, run.precision)
+        if show and time.perf_counter() - shown_at > 1.0:  # reading the loss waits for the device
+            shown_at = time.perf_counter()
+            batch_bar.set_postfix(loss=f"{parts[0].item():.4f}", refresh=False)
         batch_bar.update(1)
     batch_bar.close()
+    train_seconds = time.perf_counter() - started
     _check_finite_weights(run.model, epoch, len(loader), run.latest_path)
-    distributed.all_reduce_sum(sums)
     run.scheduler.step()
-    images = max(sums[4].item(), 1.0)
-    return {
-        "epoch": epoch,
-        "lr": lr,
-        "train_loss": sums[0].item() / images,
-        "train_focal": sums[1].item() / images,
-        "train_dice3": sums[2].item() / images,
-        "train_dice4": sums[3].item() / images,
-        "train_images": int(sums[4].item()),
-    }
+    row = {"epoch": epoch, "lr": lr, **losses.means()}
+    row["train_seconds"] = train_seconds
+    return row
 
 
 # ------------------------------------------------------------------------------------ phase 3: validation

@@ -56,6 +56,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="timed steps per case (default: 3 to batch 8, 2 to 16, else 1)",
     )
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before timing (default 1)")
+    parser.add_argument(
+        "--min-seconds",
+        type=float,
+        default=None,
+        help="keep timing each case until its steps fill this many seconds (default 2 on CUDA, 0 on the CPU)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda / cuda:N")
     parser.add_argument("--model", default="attnmel_cnn", help="builder name (default attnmel_cnn)")
     parser.add_argument(
@@ -107,6 +113,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name}: {bad} too small (sizes >= 32 px, batches >= 1)")
     if args.steps is not None and args.steps < 1:
         parser.error(f"--steps must be >= 1, got {args.steps}")
+    if args.min_seconds is not None and not args.min_seconds >= 0:
+        parser.error(f"--min-seconds must be >= 0, got {args.min_seconds}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: CUDA is not available on this machine")
     return args
@@ -146,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         matmul_seconds=args.matmul_seconds,
         compile_shapes=compile_shapes(args.compile_shapes, args.device, args.sizes, args.batches),
         compile_timeout=args.compile_timeout,
+        min_seconds=args.min_seconds,
         jpeg=not args.no_jpeg,
         progress=progress,
     )

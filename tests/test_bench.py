@@ -6,6 +6,7 @@ Nothing here asserts a speed: the figures depend on the machine. Cases are tiny 
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 import torch
@@ -111,7 +112,7 @@ def test_matmul_ceiling_is_positive():
 
 def test_measure_ceilings_keeps_the_best_size(monkeypatch):
     rates = {16: 10.0, 32: 30.0, 64: 20.0}
-    monkeypatch.setattr(bench, "matmul_ceiling", lambda dtype, n, seconds, device: rates[n])
+    monkeypatch.setattr(bench, "matmul_ceiling", lambda dtype, n, seconds, device, tf32: rates[n])
     assert bench.measure_ceilings({"fp32"}, n=[16, 32, 64]) == {"fp32": 30.0}
 
 
@@ -143,11 +144,40 @@ def test_run_benchmarks_rows_and_markdown():
     assert "compile not measured" in compiled["note"]
 
     table = bench.to_markdown(rows).splitlines()
-    assert table[0].startswith("| size | batch | mode | train img/s | train s/step | train GFLOP/s")
+    assert table[0].startswith("| size | batch | mode | ceiling | timed steps | train img/s | train s/step |")
     assert set(table[1]) <= set("|-: ")
     assert len(table) == 4
-    assert table[2].startswith("| 32 | 2 | fp32 | ")
-    assert table[3].count("—") == 7  # skipped: every figure is a dash
+    assert table[2].startswith("| 32 | 2 | fp32 | fp32 | 1 | ")
+    assert table[3].count("—") == 8  # skipped: every figure is a dash
+
+
+def test_time_based_measurement_keeps_stepping_until_the_time_is_filled():
+    calls = []
+    times = bench._timed_steps(lambda: (calls.append(1), time.sleep(0.01)), torch.device("cpu"), 2, 1, 0.1)
+    assert len(times) == len(calls) and 2 + 2 <= len(times) <= 2 + 11  # 2 warm-up calls, then >= 0.1 s
+    assert sum(times[2:]) >= 0.1 and sum(times[2:-1]) < 0.1  # it stopped as soon as the time was filled
+    assert len(bench._timed_steps(lambda: None, torch.device("cpu"), 0, 3, 0.0)) == 3  # steps alone
+    # the measurements pass it on: their timed steps fill min_seconds (one slow step may do it alone)
+    result = bench.train_step_throughput("attnmel_cnn", 32, 2, "fp32", steps=1, warmup=0, min_seconds=0.5)
+    assert result["status"] == "ok" and sum(result["step_times_s"]) >= 0.5
+    assert len(result["losses"]) == len(result["step_times_s"])  # every timed call was a real step
+    inference = bench.inference_throughput("attnmel_cnn", 32, 2, "fp32", steps=1, warmup=0, min_seconds=0.2)
+    assert sum(inference["step_times_s"]) >= 0.2
+    with pytest.raises(ValueError, match="min_seconds must be a number >= 0"):
+        bench.train_step_throughput(image_size=32, batch_size=2, steps=1, min_seconds=-1)
+    assert bench.default_min_seconds("cuda") == 2.0 and bench.default_min_seconds("cpu") == 0.0
+
+
+def test_fp32_modes_on_a_tf32_gpu_are_compared_with_the_tf32_ceiling(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    assert bench.ceiling_for("channels_last", "cuda") == "tf32"
+    assert bench.ceiling_for("fp32", "cuda:0") == "tf32"
+    assert bench.ceiling_for("bf16", "cuda") == "bf16"
+    assert bench.ceiling_for("fp32", "cpu") == "fp32"
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    assert bench.ceiling_for("fp32", "cuda") == "fp32"
+    with pytest.raises(ValueError, match="TF32 ceiling needs a CUDA device"):
+        bench.matmul_ceiling(torch.float32, n=32, seconds=0.0, device="cpu", tf32=True)
 
 
 def test_jpeg_decoding_skips_the_gpu_without_cuda():
@@ -181,7 +211,7 @@ def test_render_report_has_machine_info_and_the_table():
         "(best call over 1024 x 1024, 2048 x 2048): fp32 100 GFLOP/s (before the grid: fp32 90; after: fp32 100"
         in text
     )
-    assert "| 128 | 8 | fp32 | 1.50 | 5.30 | 45 | 25.0 | 6.00 | 60 | 40.0 |  |" in text
+    assert "| 128 | 8 | fp32 | — | — | 1.50 | 5.30 | 45 | 25.0 | 6.00 | 60 | 40.0 |  |" in text
     assert "Above 100%" not in text
     rows[0]["infer_fraction_of_ceiling"] = 1.1
     assert "Above 100% (1 case(s), e.g. 128 px batch 8 fp32 infer)" in bench.render_report(result)
