@@ -99,6 +99,7 @@ MODES: dict[str, ModeSpec] = {
     "bf16+channels_last": ModeSpec("bf16+channels_last", True, torch.bfloat16, False, "bf16"),
     "compile": ModeSpec("compile", False, None, True, "fp32"),
     "fp16": ModeSpec("fp16", False, torch.float16, False, "fp16", cuda_only=True),
+    "fp16+channels_last": ModeSpec("fp16+channels_last", True, torch.float16, False, "fp16", cuda_only=True),
 }
 DEFAULT_MODES = ("fp32", "channels_last", "bf16", "bf16+channels_last", "compile")
 _CEILING_DTYPES = {
