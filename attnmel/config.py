@@ -199,6 +199,11 @@ class TrainConfig:
     gpu_jpeg_decode: bool = option(
         False, "fill the preprocessing cache with nvJPEG before epoch 1 (CUDA + cache)"
     )
+    data_on_device: bool = option(
+        False,
+        "hold the preprocessed training set on the device as uint8 and augment whole batches there (for GPUs, "
+        "where the loader cannot keep up; the paper's augmentation only)",
+    )
     compile: bool = option(False, "torch.compile the model")
     # --- run folder and logging ---
     runs_root: str = option("runs", "parent folder of run folders")
@@ -449,6 +454,12 @@ def _validate(cfg: TrainConfig) -> None:
         raise ValueError(
             "TrainConfig.weights must be None, 'IMAGENET1K_V1' or a file path, got an empty string"
         )
+    if cfg.data_on_device:
+        from attnmel.data.device_set import device_augmentation_problem
+
+        problem = device_augmentation_problem(cfg.crop_scale, cfg.color_jitter)
+        if problem:
+            raise ValueError(f"TrainConfig.{problem}")
     if cfg.gpu_jpeg_decode and not cfg.cache:
         raise ValueError(
             "TrainConfig.gpu_jpeg_decode = True decodes into the preprocessing cache; it needs cache = True"

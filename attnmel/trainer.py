@@ -79,6 +79,7 @@ from attnmel.loaders import (  # re-exported: these used to live here
     load_split,
     make_dataset,
     make_loader,
+    normalisation,
     train_sampler,
 )
 from attnmel.losses import soft_targets
@@ -547,6 +548,7 @@ class _Run:
     per_rank_batch: int
     root: Path
     train_ds: Any
+    device_set: Any  # a DeviceTrainSet when config.data_on_device, else None (the DataLoader path)
     val_ds: Any
     train_labels: list[int]
     model: nn.Module  # the plain module: what checkpoints hold
@@ -656,6 +658,15 @@ def _set_up(
         if info.is_main:
             fill_cache_on_gpu(device, [train_ds, val_ds], log)
         distributed.barrier()
+    device_set = None
+    if config.data_on_device:
+        from attnmel.data.device_set import DeviceTrainSet
+
+        mean, std = normalisation(config.dataset)
+        device_set = DeviceTrainSet(
+            train_ds, device, size=config.image_size, mean=mean, std=std, channels_last=config.channels_last
+        )
+        log(f"training set on {device}: {device_set.nbytes / 2**30:.2f} GiB of uint8, augmented there")
 
     # model, optimiser, loss (seeded: the initial weights depend on config.seed only)
     _seed_everything(config.seed)
@@ -673,6 +684,7 @@ def _set_up(
         per_rank_batch=config.batch_size // info.world_size,
         root=root,
         train_ds=train_ds,
+        device_set=device_set,
         val_ds=val_ds,
         train_labels=[s.label for s in train_list],
         model=model,
@@ -748,9 +760,12 @@ def _train_epoch(run: _Run, epoch: int, show: bool) -> dict[str, Any]:
     seed = epoch_seed(config, epoch, info.rank)
     _seed_everything(seed)
     sampler = train_sampler(config, run.train_ds, run.train_labels, epoch, info)
-    loader = make_loader(
-        config, run.train_ds, sampler=sampler, batch_size=run.per_rank_batch, device=run.device, seed=seed
-    )
+    if run.device_set is not None:
+        loader = _DeviceBatches(run.device_set, sampler, run.per_rank_batch, run.device, seed)
+    else:
+        loader = make_loader(
+            config, run.train_ds, sampler=sampler, batch_size=run.per_rank_batch, device=run.device, seed=seed
+        )
     lr = run.optimizer.param_groups[0]["lr"]
     losses = _EpochLosses(run.device)
     use_roi = run.train_ds.roi is not None  # the training set carries the Dice reference masks, or none
@@ -790,6 +805,25 @@ def _train_epoch(run: _Run, epoch: int, show: bool) -> dict[str, Any]:
     row = {"epoch": epoch, "lr": lr, **losses.means()}
     row["train_seconds"] = train_seconds
     return row
+
+
+class _DeviceBatches:
+    """The epoch's batches from a DeviceTrainSet, in the sampler's order, augmented with a generator on the
+    device seeded from the epoch's seed (so a resumed epoch repeats exactly); a loader's length and iteration."""
+
+    def __init__(
+        self, device_set: Any, sampler: Any, batch_size: int, device: torch.device, seed: int
+    ) -> None:
+        self.device_set, self.batch_size = device_set, batch_size
+        self.order = torch.tensor(list(sampler), dtype=torch.long)
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.order) / self.batch_size)
+
+    def __iter__(self) -> Iterable[dict[str, Any]]:
+        for start in range(0, len(self.order), self.batch_size):
+            yield self.device_set.batch(self.order[start : start + self.batch_size], self.generator)
 
 
 # ------------------------------------------------------------------------------------ phase 3: validation
