@@ -187,6 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="train once per seed into <run folder>/seed-<SEED> and report mean ± sd with 95%% intervals; "
         "finished seeds are reused and interrupted ones resumed, so rerunning the command completes a sweep",
     )
+    p.add_argument(
+        "--parallel",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --seeds: train N seeds at once as separate processes (default: several on a GPU, enough to "
+        "fill it; 1 on the CPU); each writes <seed folder>.log",
+    )
     group = p.add_argument_group("config fields")
     for f in fields():
         flag = "--" + f.name.replace("_", "-")
@@ -411,6 +419,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 0
     if args.seeds:
         return _train_seeds(args, config)
+    if args.parallel is not None:
+        raise _UsageError("--parallel trains several seeds at once: give --seeds too")
     from attnmel.trainer import fit
 
     result = fit(config)
@@ -428,10 +438,12 @@ def _train_seeds(args: argparse.Namespace, config: TrainConfig) -> int:
     """``train --seeds``: the resumable sweep of :func:`attnmel.experiments.run_seeds` and its summary."""
     if getattr(args, "field_seed", None) is not None:
         raise _UsageError("--seed and --seeds: give one of them")
+    if args.parallel is not None and args.parallel < 1:
+        raise _UsageError(f"--parallel must be >= 1, got {args.parallel}")
     from attnmel.distributed import env_info
     from attnmel.experiments import run_seeds, seeds_table
 
-    runs = run_seeds(config, args.seeds, reuse=True)
+    runs = run_seeds(config, args.seeds, reuse=True, parallel=args.parallel)
     if not env_info().is_main:
         return 0
     first = next(iter(runs.values()))

@@ -377,17 +377,21 @@ def run_variants(
     names: Sequence[str] | None = None,
     reuse: bool = True,
     log: Callable[[str], None] = print,
+    parallel: int | None = None,
 ) -> dict[str, Run]:
-    """Train (or reuse) each named variant under ``base``'s protocol, in ``<out_dir>/<variant>``."""
+    """Train (or reuse) each named variant under ``base``'s protocol, in ``<out_dir>/<variant>``.
+
+    ``parallel``: variants trained at once (:func:`attnmel.concurrent.train_many`; None: several on a GPU,
+    one at a time on the CPU)."""
+    from attnmel.concurrent import train_many
+
     out_dir = Path(out_dir)
-    runs = {}
-    for name in names or list(VARIANTS):
-        if name not in VARIANTS:
-            raise ValueError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
-        log(f"==> {name}")
-        config = variant_config(base, name).replace(run_dir=str(out_dir / name), resume=False)
-        runs[name] = run_or_load(config, reuse=reuse, log=log)
-    return runs
+    names = list(names or VARIANTS)
+    configs = [
+        variant_config(base, name).replace(run_dir=str(out_dir / name), resume=False) for name in names
+    ]
+    runs = train_many(configs, parallel=parallel, reuse=reuse, labels=names, log=log)
+    return dict(zip(names, runs.values(), strict=True))
 
 
 def run_seeds(
@@ -396,6 +400,7 @@ def run_seeds(
     *,
     reuse: bool = True,
     log: Callable[[str], None] = print,
+    parallel: int | None = None,
 ) -> dict[int, Run]:
     """Train ``config`` once per seed into ``<run_dir>/seed-<s>``: the sweep behind ``attnmel train --seeds``.
 
@@ -409,13 +414,12 @@ def run_seeds(
         raise ValueError("run_seeds needs at least one seed")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct, got {list(seeds)}")
+    from attnmel.concurrent import train_many
+
     base_dir = resolve_run_dir(config)
-    runs = {}
-    for seed in seeds:
-        log(f"==> seed {seed}")
-        one = config.replace(seed=int(seed), run_dir=str(base_dir / f"seed-{seed}"), resume=False)
-        runs[int(seed)] = run_or_load(one, reuse=reuse, log=log)
-    return runs
+    configs = [config.replace(seed=int(s), run_dir=str(base_dir / f"seed-{s}"), resume=False) for s in seeds]
+    runs = train_many(configs, parallel=parallel, reuse=reuse, labels=[f"seed {s}" for s in seeds], log=log)
+    return dict(zip((int(s) for s in seeds), runs.values(), strict=True))
 
 
 def run_variant_seeds(
@@ -425,26 +429,34 @@ def run_variant_seeds(
     seeds: Sequence[int],
     reuse: bool = True,
     log: Callable[[str], None] = print,
+    parallel: int | None = None,
 ) -> dict[str, dict[int, Run]]:
     """Each named variant under each seed: ``{variant: {seed: Run}}`` (the chapters' multi-seed tables).
 
     The run of ``base.seed`` is the one :func:`run_variants` keeps in ``<out_dir>/<variant>`` (so a chapter's
     single-seed tables and this share it); the other seeds go to ``<out_dir>/seeds/<variant>/seed-<s>``.
-    Finished runs are reused and interrupted ones resumed, as in :func:`run_or_load`.
+    Finished runs are reused and interrupted ones resumed, as in :func:`run_or_load`; ``parallel`` as in
+    :func:`run_variants`.
     """
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct, got {list(seeds)}")
+    from attnmel.concurrent import train_many
+
     out_dir = Path(out_dir)
-    runs: dict[str, dict[int, Run]] = {}
-    for name in names:
-        if name not in VARIANTS:
-            raise ValueError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
-        runs[name] = {}
-        for seed in seeds:
-            folder = out_dir / name if seed == base.seed else out_dir / "seeds" / name / f"seed-{seed}"
-            log(f"==> {name}, seed {seed}")
-            config = variant_config(base, name).replace(seed=int(seed), run_dir=str(folder), resume=False)
-            runs[name][int(seed)] = run_or_load(config, reuse=reuse, log=log)
+    pairs = [(name, int(seed)) for name in names for seed in seeds]
+    configs = [
+        variant_config(base, name).replace(
+            seed=seed,
+            run_dir=str(out_dir / name if seed == base.seed else out_dir / "seeds" / name / f"seed-{seed}"),
+            resume=False,
+        )
+        for name, seed in pairs
+    ]
+    labels = [f"{name}, seed {seed}" for name, seed in pairs]
+    trained = list(train_many(configs, parallel=parallel, reuse=reuse, labels=labels, log=log).values())
+    runs: dict[str, dict[int, Run]] = {name: {} for name in names}
+    for (name, seed), run in zip(pairs, trained, strict=True):
+        runs[name][seed] = run
     return runs
 
 
@@ -468,6 +480,7 @@ def run_recipe_ladder(
     steps: Sequence[tuple[str, Mapping[str, Any]]] | None = None,
     reuse: bool = True,
     log: Callable[[str], None] = print,
+    parallel: int | None = None,
 ) -> dict[str, dict[int, Run]]:
     """The from-scratch recipe built up step by step: ``{row: {seed: Run}}``, first row the paper's protocol.
 

@@ -1,0 +1,73 @@
+"""Several trainings at once (attnmel.concurrent.train_many): child processes, one writer per run folder."""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import pytest
+
+from attnmel.concurrent import default_parallel, train_many
+from attnmel.experiments import is_complete
+from tests.helpers import tiny_config
+
+
+def _configs(root, tmp_path, n=2, **changes):
+    return [
+        tiny_config(root, tmp_path, epochs=1, seed=s, eval_splits="Validation", run_dir=str(tmp_path / f"seed-{s}"),
+                    **changes)
+        for s in range(n)
+    ]  # fmt: skip
+
+
+def test_two_runs_train_side_by_side_in_child_processes(tiny_synthetic, tmp_path) -> None:
+    messages: list[str] = []
+    runs = train_many(_configs(tiny_synthetic, tmp_path), parallel=2, log=messages.append, poll_s=0.1)
+    assert list(runs) == [str(tmp_path / "seed-0"), str(tmp_path / "seed-1")]
+    for seed, run in enumerate(runs.values()):
+        assert is_complete(run.run_dir) and run.config.seed == seed
+        assert math.isfinite(run.history[0]["train_loss"]) and "Validation" in run.metrics
+        log = (tmp_path / f"seed-{seed}.log").read_text()
+        assert "training attnmel_cnn" in log and f"seed-{seed}" in log  # the child's own output, in its log
+    assert (
+        sum("in process" in m for m in messages) == 2 and sum(m.startswith("finished") for m in messages) == 2
+    )
+    # a second call reuses both finished runs and starts nothing
+    messages.clear()
+    again = train_many(_configs(tiny_synthetic, tmp_path), parallel=2, log=messages.append)
+    assert [r.history for r in again.values()] == [r.history for r in runs.values()]
+    assert not any("in process" in m for m in messages)
+
+
+def test_a_failed_child_is_named_with_its_log_and_the_others_finish(tiny_synthetic, tmp_path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_synthetic, broken)
+    (broken / "ISIC-2017_Validation_Part3_GroundTruth.csv").write_text("not,a,ground truth\n")
+    good, bad = _configs(tiny_synthetic, tmp_path)[0], _configs(broken, tmp_path)[1]
+    with pytest.raises(RuntimeError, match=r"1 of 2 runs failed: .*seed-1 \(exit 1; .*seed-1\.log: ") as err:
+        train_many([good, bad], parallel=2, log=lambda _m: None, poll_s=0.1)
+    assert "ISIC-2017_Validation_Part3_GroundTruth.csv" in str(err.value)  # the child's one-line error
+    assert is_complete(good.run_dir) and not is_complete(bad.run_dir)
+
+
+def test_one_at_a_time_trains_in_this_process_and_bad_requests_are_refused(tiny_synthetic, tmp_path) -> None:
+    configs = _configs(tiny_synthetic, tmp_path, n=1)
+    runs = train_many(configs, parallel=1, log=lambda _m: None)
+    assert is_complete(configs[0].run_dir) and not (tmp_path / "seed-0.log").exists()
+    assert len(runs) == 1
+    with pytest.raises(ValueError, match="share a run_dir"):
+        train_many(configs * 2, parallel=2)
+    with pytest.raises(ValueError, match="parallel must be >= 1"):
+        train_many(_configs(tiny_synthetic, tmp_path / "other"), parallel=0)
+    with pytest.raises(ValueError, match="needs every config's run_dir"):
+        train_many([configs[0].replace(run_dir=None)])
+    assert default_parallel(configs[0], 5) == 1  # the CPU path stays sequential
+
+
+def test_the_command_line_takes_parallel_with_seeds_only(tiny_synthetic, capsys) -> None:
+    from attnmel.cli import main
+
+    assert main(["train", "--data-root", str(tiny_synthetic), "--parallel", "2"]) == 2
+    assert "--parallel trains several seeds at once: give --seeds too" in capsys.readouterr().err
+    assert main(["train", "--data-root", str(tiny_synthetic), "--seeds", "0", "1", "--parallel", "0"]) == 2
+    assert "--parallel must be >= 1, got 0" in capsys.readouterr().err
