@@ -67,7 +67,10 @@ def test_one_at_a_time_trains_in_this_process_and_bad_requests_are_refused(tiny_
 def test_the_command_line_takes_parallel_with_seeds_only(tiny_synthetic, capsys) -> None:
     from attnmel.cli import main
 
-    assert main(["train", "--data-root", str(tiny_synthetic), "--parallel", "2"]) == 2
-    assert "--parallel trains several seeds at once: give --seeds too" in capsys.readouterr().err
-    assert main(["train", "--data-root", str(tiny_synthetic), "--seeds", "0", "1", "--parallel", "0"]) == 2
-    assert "--parallel must be >= 1, got 0" in capsys.readouterr().err
+    for argv, message in (
+        (["--parallel", "2"], "--parallel trains several seeds at once: give --seeds too"),
+        (["--seeds", "0", "1", "--parallel", "0"], "--parallel must be >= 1, got 0"),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            main(["train", "--data-root", str(tiny_synthetic), *argv])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
