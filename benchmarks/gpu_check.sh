@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# One GPU verification run (issue 12), about 7 minutes on one H200:
+#   1. the CUDA tests,
+#   2. the training-step bench at 224 px (time-based, TF32 ceiling, compile capped),
+#   3. the trainer against its own step (DataLoader path and data on the device),
+#   4. one 50-epoch `paper` run without ImageNet weights, data on the device (target <= 2 min),
+#   5. only with BOOK=1: the `paper` book on real ISIC 2017 (target <= 10 min; needs ImageNet weights in the
+#      torch hub cache).
+# It prints every figure of the targets at the end and keeps the reports in OUT_DIR.
+#
+#   benchmarks/gpu_check.sh ISIC2017_DIR [OUT_DIR]
+#
+# ISIC2017_DIR is the folder of ISIC 2017 (the README's layout); a GPU machine that sees only the repository
+# gets a copy beside it, e.g. `data/isic2017` (git-ignored). QUICK=1 DEVICE=cpu checks the script on a CPU
+# with tiny settings (64 px, 64 images, 2 epochs).
+set -uo pipefail
+
+DATA=${1:?usage: benchmarks/gpu_check.sh ISIC2017_DIR [OUT_DIR]}
+OUT=${2:-benchmarks/results/gpu-check}
+DEVICE=${DEVICE:-cuda}
+PY=${PYTHON:-python}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT" || exit 1
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+
+if [ ! -f "$DATA/ISIC-2017_Training_Part3_GroundTruth.csv" ]; then
+    echo "gpu_check: $DATA is not an ISIC 2017 folder (no ISIC-2017_Training_Part3_GroundTruth.csv)" >&2
+    exit 2
+fi
+mkdir -p "$OUT"
+SUMMARY="$OUT/summary.txt"
+: > "$SUMMARY"
+say() { echo "$*" | tee -a "$SUMMARY"; }
+now() { date +%s.%N; }
+took() { $PY -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$1" "$(now)"; }
+
+if [ "${QUICK:-0}" = 1 ]; then
+    SIZE=64; EPOCHS=2; TRAIN=(--set max_train_samples=64 --set max_eval_samples=32 --set image_size=64 --set resize=73)
+    BENCH=(--sizes 64 --batches 8 --steps 2 --modes fp32 bf16+channels_last --matmul-n 256 --matmul-seconds 0.2 --no-jpeg)
+    TESTS=(tests/test_cuda.py tests/test_device_set.py)
+else
+    SIZE=224; EPOCHS=50; TRAIN=()
+    BENCH=(--sizes 224 --batches 32 128 --modes fp32 channels_last bf16+channels_last compile --compile-timeout 150)
+    TESTS=(tests/test_cuda.py tests/test_device_set.py tests/test_bench.py tests/test_bench_trainer.py)
+fi
+
+say "== machine"
+$PY -c "import torch; d = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA'; print('torch', torch.__version__, 'CUDA', torch.version.cuda, d)" | tee -a "$SUMMARY"
+
+say "== 1. CUDA tests"
+t0=$(now)
+timeout 150 $PY -m pytest -q -p no:cacheprovider "${TESTS[@]}" 2>&1 | tail -3 | tee -a "$SUMMARY"
+say "tests: $(took "$t0") s"
+
+say "== 2. training-step bench"
+timeout 240 $PY benchmarks/bench_train.py --device "$DEVICE" "${BENCH[@]}" --out-dir "$OUT" > "$OUT/bench_train.log" 2>&1
+say "bench_train exit $? ($OUT/bench_train.md)"
+grep -E '^\| [0-9]+ \|' "$OUT/bench_train.md" | tee -a "$SUMMARY"
+grep -iE 'ceiling' "$OUT/bench_train.md" | head -4 | tee -a "$SUMMARY"
+
+say "== 3. the trainer against its step (target >= 85%)"
+for ON_DEVICE in false true; do
+    timeout 200 $PY benchmarks/bench_trainer.py --device "$DEVICE" --preset paper --data-root "$DATA" \
+        --set weights=None --set data_on_device=$ON_DEVICE --epochs 3 --workers 8 "${TRAIN[@]}" \
+        --out-dir "$OUT/trainer-ondevice-$ON_DEVICE" > "$OUT/bench_trainer-$ON_DEVICE.log" 2>&1
+    say "data_on_device=$ON_DEVICE: exit $?"
+    grep -E '^\| (cuda|cpu)' "$OUT/trainer-ondevice-$ON_DEVICE/bench_trainer.md" | tee -a "$SUMMARY"
+done
+
+say "== 4. one paper run: $EPOCHS epochs, weights none, data on the device (target <= 2 min on one H200)"
+rm -rf "$OUT/paper-run"
+t0=$(now)
+timeout 300 $PY -m attnmel train --preset paper --data-root "$DATA" --device "$DEVICE" --weights none \
+    --data-on-device --epochs "$EPOCHS" --no-progress --run-dir "$OUT/paper-run" "${TRAIN[@]}" \
+    > "$OUT/paper-run.log" 2>&1
+code=$?
+say "paper run: exit $code in $(took "$t0") s"
+tail -4 "$OUT/paper-run.log" | tee -a "$SUMMARY"
+$PY - "$OUT/paper-run/history.json" <<'EOF' | tee -a "$SUMMARY"
+import json, sys
+try:
+    rows = json.load(open(sys.argv[1]))
+except OSError:
+    sys.exit(0)
+images = sum(r["train_images"] for r in rows[1:]) or 1
+steps = sum(r["train_seconds"] for r in rows[1:]) or float("nan")
+whole = sum(r["seconds"] for r in rows[1:]) or float("nan")
+print(f"trainer img/s after epoch 1: {images / steps:.0f} (SGD steps), {images / whole:.0f} (whole epochs)")
+EOF
+
+if [ "${BOOK:-0}" = 1 ]; then
+    say "== 5. the paper book (target <= 10 min)"
+    t0=$(now)
+    timeout 900 $PY -m attnmel book --profile paper --data "$DATA" > "$OUT/book.log" 2>&1
+    say "paper book: exit $? in $(took "$t0") s"
+fi
+say "== summary written to $SUMMARY"
