@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import os
 import random
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +136,52 @@ def make_checkpoint(
         "rng": rng_state(),
         "torch_version": str(torch.__version__),
     }
+
+
+def cpu_snapshot(obj: Any) -> Any:
+    """A copy of a checkpoint with every tensor cloned to the CPU (dicts, lists and tuples copied, the rest
+    shared): what a background write may serialise while training goes on changing the live tensors."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {key: cpu_snapshot(value) for key, value in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(cpu_snapshot(value) for value in obj)
+    return obj
+
+
+class BackgroundWriter:
+    """Runs one write job at a time in a thread, so training goes on while checkpoints reach the disk.
+
+    ``submit`` first waits for the previous job, so writes land in order; a job's exception (e.g. a
+    DiskFullError) is raised by the next ``submit`` or by ``wait``. The thread is not a daemon: an interpreter
+    that exits still finishes the write in flight, and the atomic writes keep every file whole either way.
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, job: Callable[[], Any]) -> None:
+        self.wait()
+
+        def run() -> None:
+            try:
+                job()
+            except BaseException as err:  # handed to the training thread at its next submit / wait
+                self._error = err
+
+        self._thread = threading.Thread(target=run, name="attnmel-checkpoint-writer")
+        self._thread.start()
+
+    def wait(self) -> None:
+        """Block until the job in flight is written; raise its error, if it had one."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> Path:

@@ -53,6 +53,8 @@ from torch.utils.data import SequentialSampler
 
 from attnmel import distributed, progress
 from attnmel.checkpoint import (
+    BackgroundWriter,
+    cpu_snapshot,
     load_checkpoint,
     load_model_weights,
     make_checkpoint,
@@ -563,6 +565,7 @@ class _Run:
     best_auc: float = -math.inf
     start_epoch: int = 1
     writer: Any = None  # TensorBoard SummaryWriter (rank 0, tensorboard=True)
+    saver: BackgroundWriter | None = None  # checkpoint writes in a thread (GPU runs), else written in line
 
     @property
     def latest_path(self) -> Path:
@@ -581,18 +584,23 @@ def _fit(
     run = _set_up(config, device, info, log, run_dir)
     show = progress_enabled(config.progress) and info.is_main
     epoch_bar = tqdm(range(run.start_epoch, config.epochs + 1), desc="epochs", disable=not show, leave=True)
-    for epoch in epoch_bar:
-        epoch_start = time.perf_counter()
-        row = _train_epoch(run, epoch, show)
-        if info.is_main:
-            improved = _validate(run, row, epoch_start)
-            _save_checkpoints(run, row, improved)
-            epoch_bar.set_postfix(val_auc=f"{row['val_auc']:.3f}", best=run.best_epoch)
-            log(
-                f"epoch {epoch}/{config.epochs}: loss {row['train_loss']:.4f}, val AUC {row['val_auc']:.4f}, "
-                f"AP {row['val_ap']:.4f}, lr {row['lr']:.3g}, {row['seconds']:.1f} s{' *' if improved else ''}"
-            )
-        distributed.barrier()
+    try:
+        for epoch in epoch_bar:
+            epoch_start = time.perf_counter()
+            row = _train_epoch(run, epoch, show)
+            if info.is_main:
+                improved = _validate(run, row, epoch_start)
+                _save_checkpoints(run, row, improved)
+                epoch_bar.set_postfix(val_auc=f"{row['val_auc']:.3f}", best=run.best_epoch)
+                log(
+                    f"epoch {epoch}/{config.epochs}: loss {row['train_loss']:.4f}, val AUC "
+                    f"{row['val_auc']:.4f}, AP {row['val_ap']:.4f}, lr {row['lr']:.3g}, {row['seconds']:.1f} s"
+                    f"{' *' if improved else ''}"
+                )
+            distributed.barrier()
+    finally:  # whatever stops the loop, the checkpoint in flight is on disk before fit returns or raises
+        if run.saver is not None:
+            run.saver.wait()
     epoch_bar.close()
     if run.writer is not None:
         run.writer.close()
@@ -697,6 +705,8 @@ def _set_up(
     )
     if config.resume:
         _restore(run)
+    if background_checkpoints(device):
+        run.saver = BackgroundWriter()
 
     if info.is_main:
         atomic_write_json(run_dir / "config.json", config.to_dict())
@@ -892,10 +902,18 @@ def _save_checkpoints(run: _Run, row: dict[str, Any], improved: bool) -> None:
     if run.ema is not None:  # resuming needs the SGD weights and the average's update count as well
         ckpt["train_model"] = {k: v.detach().cpu() for k, v in run.model.state_dict().items()}
         ckpt["ema_updates"] = int(run.ema.n_averaged)
-    if improved:  # the weights and the run's facts; the optimiser and RNG states live in latest.pt only
-        save_checkpoint(run.best_path, {k: v for k, v in ckpt.items() if k not in RESUME_STATE})
-    save_checkpoint(run.latest_path, ckpt)
-    _write_history(run.run_dir, run.history)
+
+    def write(ckpt: dict[str, Any], history: list[dict[str, Any]]) -> None:
+        if improved:  # the weights and the run's facts; the optimiser and RNG states live in latest.pt only
+            save_checkpoint(run.best_path, {k: v for k, v in ckpt.items() if k not in RESUME_STATE})
+        save_checkpoint(run.latest_path, ckpt)
+        _write_history(run.run_dir, history)
+
+    if run.saver is None:
+        write(ckpt, run.history)
+    else:  # a snapshot, so that the next epoch's steps cannot change what is being written
+        snapshot, history = cpu_snapshot(ckpt), [dict(r) for r in run.history]
+        run.saver.submit(lambda: write(snapshot, history))
     if run.writer is not None:
         for key in _TENSORBOARD_KEYS:
             if isinstance(row.get(key), float) and math.isfinite(row[key]):
@@ -929,6 +947,12 @@ def _evaluate_best(run: _Run) -> dict[str, dict[str, Any]]:
         )
     run.best_epoch, run.best_auc = best["best_epoch"], best["best_val_auc"]
     return {k: v for k, v in metrics.items() if v is not None}
+
+
+def background_checkpoints(device: torch.device) -> bool:
+    """Whether checkpoints are written in a thread: on a GPU, where an epoch takes seconds and a synchronous
+    write would leave the device idle; on the CPU they are written in line, as before."""
+    return device.type == "cuda"
 
 
 def _kept(epoch: int, latest_path: Path) -> str:
