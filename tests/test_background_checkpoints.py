@@ -9,7 +9,7 @@ import torch
 
 import attnmel.trainer as trainer
 from attnmel.checkpoint import BackgroundWriter, cpu_snapshot
-from tests.helpers import tiny_config
+from tests.helpers import poison_loss_after, tiny_config
 
 
 def test_the_writer_keeps_order_and_hands_errors_to_the_training_thread() -> None:
@@ -61,20 +61,7 @@ def test_background_writes_keep_resume_exact_and_divergence_safe(
     )
 
     batches = -(-straight.history[0]["train_images"] // 4)  # an epoch's batches at batch size 4
-    real = trainer.build_loss
-    calls = {"n": 0}
-
-    def poisoned(cfg):
-        loss = real(cfg)
-
-        def forward(output, target, roi=None):
-            calls["n"] += 1
-            parts = loss(output, target, roi)
-            return parts._replace(total=parts.total * float("nan")) if calls["n"] > batches else parts
-
-        return forward
-
-    monkeypatch.setattr(trainer, "build_loss", poisoned)
+    poison_loss_after(monkeypatch, batches)
     with pytest.raises(TrainingDiverged, match=rf"epoch 2, batch 1/{batches}"):
         fit(config("diverged", 3), log=lambda _m: None)
     latest = torch.load(tmp_path / "diverged" / "checkpoints" / "latest.pt", weights_only=True)

@@ -13,6 +13,7 @@ import torch
 from attnmel.config import TrainConfig
 from attnmel.device import autocast, cpu_supports_bf16, make_grad_scaler, resolve_precision, select_device
 from attnmel.trainer import HISTORY_COLUMNS, TrainingDiverged, fit, progress_enabled
+from tests.helpers import poison_loss_after
 
 from .helpers import tiny_config
 
@@ -99,24 +100,7 @@ def test_existing_run_needs_resume_and_resume_checks_settings(finished_run) -> N
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(
     synthetic_root, tmp_path, monkeypatch
 ) -> None:
-    import attnmel.trainer as trainer
-
-    real = trainer.build_loss
-    calls = {"n": 0}
-
-    def poisoned(config):
-        loss = real(config)
-
-        def forward(output, target, roi=None):
-            calls["n"] += 1
-            parts = loss(output, target, roi)
-            if calls["n"] > 2:  # epoch 1 has 2 batches; the first batch of epoch 2 turns NaN
-                return parts._replace(total=parts.total * float("nan"))
-            return parts
-
-        return forward
-
-    monkeypatch.setattr(trainer, "build_loss", poisoned)
+    poison_loss_after(monkeypatch, 2)  # epoch 1 has 2 batches; the first batch of epoch 2 turns NaN
     config = tiny(synthetic_root, tmp_path, eval_splits="Validation")
     with pytest.raises(TrainingDiverged, match=r"diverged at epoch 2, batch 1/2: loss = nan") as err:
         fit(config, log=lambda _msg: None)
