@@ -54,7 +54,8 @@ def trainer_vs_step(
     """Train ``config`` (at least 2 epochs) in a temporary run folder unless it names one, then time the bare
     step at the same model, image size, batch size, precision and layout; returns both rates and their ratio.
 
-    ``steps`` / ``min_seconds``: the bare step's timed steps and minimum timed seconds (the bench's defaults).
+    ``steps`` / ``min_seconds``: the bare step's timed steps (default: at least 3, the median is the rate) and
+    minimum timed seconds (default: the bench's, 2 s on a GPU).
     """
     from attnmel.trainer import fit
 
@@ -84,7 +85,7 @@ def trainer_vs_step(
         config.image_size,
         config.batch_size,
         mode,
-        steps if steps is not None else default_steps(config.batch_size),
+        steps if steps is not None else max(3, default_steps(config.batch_size)),  # a rate to compare with
         1,
         device,
         min_seconds=default_min_seconds(device) if min_seconds is None else min_seconds,
