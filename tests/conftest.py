@@ -254,4 +254,4 @@ def pytest_report_header(config) -> str:
     import tempfile
 
     free = shutil.disk_usage(tempfile.gettempdir()).free / 2**30
-    return f"attnmel: {free:.1f} GiB free under {tempfile.gettempdir()} (the full suite needs about 12 GiB: the chapters keep their runs until the session ends)"
+    return f"attnmel: {free:.1f} GiB free under {tempfile.gettempdir()} (the full suite needs about 17 GiB: the chapters keep their runs until the session ends)"
