@@ -568,8 +568,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "warmup_epochs": 2,
         "ema": 0.998,
     },
-    # The same recipe at 128 px on 2 CPU cores: 12 epochs of one pass (3,122 images at ~20 img/s with bf16: about
-    # 2.8 min an epoch, 35 min in all on idle cores). Measured on ISIC 2017 Test_v2: see the README.
+    # The same recipe at 128 px on 2 CPU cores: 12 epochs of one pass (3,122 images; about 150 s an epoch with
+    # bf16 on 2 idle cores, 30 min in all). Measured on ISIC 2017 Test_v2: see the README.
     "scratch-cpu": {
         **_SCRATCH,
         "image_size": 128,
