@@ -22,7 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from attnmel.bench import default_min_seconds, default_steps, train_step_throughput
+import torch
+
+from attnmel.bench import MODES, default_min_seconds, default_steps, train_step_throughput
 from attnmel.config import TrainConfig
 from attnmel.device import resolve_precision, select_device
 
@@ -30,18 +32,14 @@ TARGET_FRACTION = 0.85  # the trainer should keep at least this share of the bar
 
 
 def step_mode(precision: str, channels_last: bool) -> str:
-    """The benchmark mode (:data:`attnmel.bench.MODES`) that runs a resolved precision and memory layout."""
-    modes = {
-        ("fp32", False): "fp32",
-        ("fp32", True): "channels_last",
-        ("bf16", False): "bf16",
-        ("bf16", True): "bf16+channels_last",
-        ("fp16", False): "fp16",
-        ("fp16", True): "fp16+channels_last",
-    }
-    if (precision, channels_last) not in modes:
+    """The eager benchmark mode (:data:`attnmel.bench.MODES`) that runs a resolved precision and memory layout."""
+    dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision not in dtypes:
         raise ValueError(f"no benchmark mode for precision {precision!r}; expected fp32, bf16 or fp16")
-    return modes[precision, channels_last]
+    for name, spec in MODES.items():
+        if not spec.compile and spec.amp_dtype is dtypes[precision] and spec.channels_last == channels_last:
+            return name
+    raise ValueError(f"no benchmark mode for precision {precision!r} with channels_last={channels_last}")
 
 
 def trainer_vs_step(

@@ -135,3 +135,18 @@ def test_training_on_the_device_path_runs_and_resumes_exactly(tiny_synthetic, tm
     a = torch.load(tmp_path / "straight" / "checkpoints" / "latest.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "resumed" / "checkpoints" / "latest.pt", weights_only=True)["model"]
     assert all(torch.equal(a[key], b[key]) for key in a)
+
+
+def test_roi_targets_are_the_same_for_an_item_and_a_batch() -> None:
+    from attnmel.data.dataset import roi_target
+
+    mask = (torch.rand(2, 1, 4, 4) > 0.5).float()
+    batch = roi_target("background", mask, torch.tensor([True, False]))
+    assert torch.equal(batch[0], 1.0 - mask[0]) and torch.equal(batch[1], torch.zeros(1, 4, 4))
+    has_mask = torch.tensor([True, False])
+    for kind in (None, "lesion", "background"):
+        batched = roi_target(kind, mask, has_mask)
+        for i, has in enumerate((True, False)):
+            assert torch.equal(roi_target(kind, mask[i], has), batched[i]), (kind, has)
+    assert torch.equal(roi_target("lesion", mask, torch.tensor([True, True])), mask)
+    assert roi_target(None, mask, torch.tensor([True, True])).abs().sum() == 0

@@ -77,6 +77,22 @@ def read_sample(
     return parts
 
 
+def roi_target(
+    kind: str | None, mask: torch.Tensor, has_mask: Any, dermo: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The Dice reference of an ROI kind, for one item (mask (1, S, S), has_mask a bool) or a batch (mask
+    (B, 1, S, S), has_mask (B,)): zeros without an ROI; the lesion mask; its complement where there is a mask
+    (zeros where there is none); or the dermoscopic-feature map ``dermo``."""
+    if kind is None:
+        return torch.zeros_like(mask)
+    if kind == "lesion":
+        return mask.clone()  # an image without a mask has an all-zero mask
+    if kind == "background":
+        keep = torch.as_tensor(has_mask, dtype=mask.dtype, device=mask.device)
+        return (1.0 - mask) * keep.reshape(keep.shape + (1,) * (mask.dim() - keep.dim()))
+    return dermo
+
+
 class LesionDataset(Dataset):
     """Map-style dataset over :class:`Sample`s (see the module docstring for the item layout).
 
@@ -151,14 +167,8 @@ class LesionDataset(Dataset):
         out = transform(inputs)
         image_out = out["image"].as_subclass(torch.Tensor)  # (3, S, S)
         mask = out["mask"].as_subclass(torch.Tensor).to(torch.float32)  # (1, S, S)
-        if self.roi is None or (self.roi in ("lesion", "background") and not has_mask):
-            roi = torch.zeros_like(mask)
-        elif self.roi == "lesion":
-            roi = mask.clone()
-        elif self.roi == "background":
-            roi = 1.0 - mask
-        else:
-            roi = out["dermo"].as_subclass(torch.Tensor).to(torch.float32)
+        dermo_map = out["dermo"].as_subclass(torch.Tensor).to(torch.float32) if dermo else None
+        roi = roi_target(self.roi, mask, has_mask, dermo_map)
         return {
             "image": image_out,
             "label": torch.tensor(sample.label, dtype=torch.int64),

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .dataset import LesionDataset, read_sample
+from .dataset import LesionDataset, read_sample, roi_target
 from .transforms import split_preprocess
 
 __all__ = ["DeviceTrainSet", "draw_augmentation", "augment_indices", "device_augmentation_problem"]
@@ -160,14 +160,8 @@ class DeviceTrainSet:
             image = image.contiguous(memory_format=torch.channels_last)
         mask = _gather(self.masks, stored, index, self.size).float()
         has_mask = self.has_mask[stored]
-        if self.roi is None:
-            roi = torch.zeros_like(mask)
-        elif self.roi == "lesion":
-            roi = mask.clone()
-        elif self.roi == "background":
-            roi = torch.where(has_mask.view(-1, 1, 1, 1), 1.0 - mask, torch.zeros_like(mask))
-        else:
-            roi = _gather(self.dermo, stored, index, self.size).float()
+        dermo = _gather(self.dermo, stored, index, self.size).float() if self.dermo is not None else None
+        roi = roi_target(self.roi, mask, has_mask, dermo)
         return {"image": image, "label": self.labels[stored], "mask": mask, "has_mask": has_mask, "roi": roi}
 
 
