@@ -16,7 +16,10 @@ picture (``benchmarks/bench_data.py`` measures that):
 
 Modes: ``fp32`` (eager), ``channels_last``, ``bf16`` (``torch.autocast`` bfloat16), ``bf16+channels_last``,
 ``compile`` (``torch.compile`` of the model, run in a child process with a time cap so a slow or failing
-compile is recorded, not fatal) and, on CUDA only, ``fp16`` (autocast float16 with a gradient scaler).
+compile is recorded, not fatal), ``bf16+channels_last+compile`` (the fastest eager settings, compiled) and, on
+CUDA only, ``fp16`` (autocast float16 with a gradient scaler) and ``bf16+channels_last+cudagraphs``
+(compile mode ``reduce-overhead``: CUDA graphs replay each step with one launch). A compiled case's first step
+(``first_step_s``, in the table's note) is its compile time.
 
 Timing: one or more warm-up steps, then each timed step alone with ``time.perf_counter`` (with
 ``torch.cuda.synchronize`` on both sides on CUDA, where ``cudnn.benchmark`` is switched on for the run). Images/s
@@ -48,6 +51,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from .device import begin_graph_step, compile_model, uses_cuda_graphs
 from .io import atomic_write_json
 from .losses import AttnMelLoss
 from .models import AttnMelOutput, build_model
@@ -90,6 +94,7 @@ class ModeSpec:
     compile: bool  # torch.compile the model
     ceiling: str  # which matmul ceiling the achieved rate is compared with: "fp32" | "bf16" | "fp16"
     cuda_only: bool = False
+    compile_mode: str = "default"  # with compile: a torch.compile mode (reduce-overhead: CUDA graphs)
 
 
 MODES: dict[str, ModeSpec] = {
@@ -100,6 +105,10 @@ MODES: dict[str, ModeSpec] = {
     "compile": ModeSpec("compile", False, None, True, "fp32"),
     "fp16": ModeSpec("fp16", False, torch.float16, False, "fp16", cuda_only=True),
     "fp16+channels_last": ModeSpec("fp16+channels_last", True, torch.float16, False, "fp16", cuda_only=True),
+    "bf16+channels_last+compile": ModeSpec("bf16+channels_last+compile", True, torch.bfloat16, True, "bf16"),
+    "bf16+channels_last+cudagraphs": ModeSpec(
+        "bf16+channels_last+cudagraphs", True, torch.bfloat16, True, "bf16", True, "reduce-overhead"
+    ),
 }
 DEFAULT_MODES = ("fp32", "channels_last", "bf16", "bf16+channels_last", "compile")
 _CEILING_DTYPES = {
@@ -136,7 +145,8 @@ def mode_spec(mode: str, device: str | torch.device = "cpu") -> ModeSpec:
     device = torch.device(device)
     if spec.cuda_only and device.type != "cuda":
         raise ValueError(
-            f"mode {mode!r} needs a CUDA device (it uses a gradient scaler); got device {device}"
+            f"mode {mode!r} needs a CUDA device "
+            f"({'CUDA graphs' if spec.compile else 'it uses a gradient scaler'}); got device {device}"
         )
     if spec.amp_dtype is torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ValueError(f"mode {mode!r}: this CUDA device does not support bfloat16")
@@ -533,13 +543,16 @@ def train_step_throughput(
             )
             scaler = torch.amp.GradScaler(device.type, enabled=spec.amp_dtype is torch.float16)
             criterion = AttnMelLoss()
-            forward = torch.compile(model) if spec.compile else model
+            forward = compile_model(model, spec.compile_mode) if spec.compile else model
+            graphs = spec.compile and uses_cuda_graphs(spec.compile_mode, device)
             x, target, roi = _synthetic_batch(batch_size, image_size, device, spec.channels_last, seed)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             losses: list[torch.Tensor] = []
 
             def step() -> None:
+                if graphs:
+                    begin_graph_step()
                 with _autocast(device, spec.amp_dtype):
                     loss = criterion(_as_output(forward(x)), target, roi).total
                 optimizer.zero_grad(set_to_none=True)
@@ -587,13 +600,16 @@ def inference_throughput(
             model = build_model(model_name).to(device).eval()
             if spec.channels_last:
                 model = model.to(memory_format=torch.channels_last)
-            forward = torch.compile(model) if spec.compile else model
+            forward = compile_model(model, spec.compile_mode) if spec.compile else model
+            graphs = spec.compile and uses_cuda_graphs(spec.compile_mode, device)
             x, _, _ = _synthetic_batch(batch_size, image_size, device, spec.channels_last, seed)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             outputs: list[torch.Tensor] = []
 
             def step() -> None:
+                if graphs:
+                    begin_graph_step()
                 with torch.inference_mode(), _autocast(device, spec.amp_dtype):
                     outputs[:] = [_as_output(forward(x)).logits]  # (N, K), the last call's
 

@@ -50,6 +50,9 @@ ROIS = (None, "lesion", "dermo", "background")
 SAMPLERS = ("oversample", "weighted", "none")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 LR_SCHEDULES = ("step", "cosine")
+# torch.compile modes: "reduce-overhead" also records CUDA graphs (one launch per graph instead of one per
+# kernel; CUDA only: on the CPU it compiles as "default"); "max-autotune" searches kernels longer, for speed
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 MISSING = ("error", "skip")
 
 # (train, validation, evaluation splits) per dataset, from the dataset table (None: a test-only dataset).
@@ -204,7 +207,12 @@ class TrainConfig:
         "hold the preprocessed training set on the device as uint8 and augment whole batches there (for GPUs, "
         "where the loader cannot keep up; the paper's augmentation only)",
     )
-    compile: bool = option(False, "torch.compile the model")
+    compile: bool = option(False, "torch.compile the model (the first steps pay the compile time, logged)")
+    compile_mode: str = option(
+        "default",
+        "torch.compile mode with compile=True: reduce-overhead adds CUDA graphs (GPU), max-autotune tunes kernels",
+        choices=COMPILE_MODES,
+    )
     # --- run folder and logging ---
     runs_root: str = option("runs", "parent folder of run folders")
     run_name: str | None = option(
@@ -460,6 +468,10 @@ def _validate(cfg: TrainConfig) -> None:
         problem = device_augmentation_problem(cfg.crop_scale, cfg.color_jitter)
         if problem:
             raise ValueError(f"TrainConfig.{problem}")
+    if cfg.compile_mode != "default" and not cfg.compile:
+        raise ValueError(
+            f"TrainConfig.compile_mode = {cfg.compile_mode!r} has no effect without compile = True (--compile)"
+        )
     if cfg.gpu_jpeg_decode and not cfg.cache:
         raise ValueError(
             "TrainConfig.gpu_jpeg_decode = True decodes into the preprocessing cache; it needs cache = True"

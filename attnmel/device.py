@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from attnmel.config import COMPILE_MODES
+
 __all__ = [
     "PRECISIONS",
     "select_device",
@@ -24,6 +26,10 @@ __all__ = [
     "make_grad_scaler",
     "configure_backends",
     "move_batch",
+    "COMPILE_MODES",
+    "compile_model",
+    "uses_cuda_graphs",
+    "begin_graph_step",
 ]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -130,3 +136,21 @@ def move_batch(batch: dict[str, Any], device: torch.device, channels_last: bool 
                 value = value.contiguous(memory_format=torch.channels_last)  # (N, 3, S, S), NHWC in memory
         out[key] = value
     return out
+
+
+def compile_model(model: torch.nn.Module, mode: str = "default") -> Any:
+    """``torch.compile(model)`` in one of :data:`COMPILE_MODES`; the first calls pay the compile time."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"compile mode {mode!r} is not one of {list(COMPILE_MODES)}")
+    return torch.compile(model, mode=None if mode == "default" else mode)
+
+
+def uses_cuda_graphs(mode: str, device: torch.device) -> bool:
+    """Whether a model compiled in ``mode`` replays CUDA graphs on ``device``."""
+    return mode == "reduce-overhead" and device.type == "cuda"
+
+
+def begin_graph_step() -> None:
+    """Tell CUDA-graph replays that a new step begins: the last step's graph outputs may now be overwritten
+    (without it, a training loop that runs forward again before the last backward finished is refused)."""
+    torch.compiler.cudagraph_mark_step_begin()

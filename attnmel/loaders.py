@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler, get_worker_info
 
 from attnmel.config import TrainConfig
 from attnmel.data.registry import get_dataset
@@ -30,6 +30,9 @@ __all__ = [
     "fill_cache_on_gpu",
     "epoch_seed",
     "train_sampler",
+    "item_seed",
+    "EpochLoader",
+    "close_loader",
     "make_loader",
     "split_loader",
 ]
@@ -175,10 +178,116 @@ class _Modulo(Sampler):
         return len(self.inner)
 
 
+def item_seed(epoch_seed: int, position: int) -> int:
+    """The seed of the item at ``position`` in an epoch's order: its augmentation depends on nothing else."""
+    return (epoch_seed * 0x9E3779B97F4A7C15 + position) % (2**63 - 1)
+
+
+class _EpochOrder(Sampler):
+    """The sampler of an :class:`EpochLoader`: this epoch's order, each index paired with its item's seed.
+
+    It lives in the main process, so setting the next epoch's order reaches persistent workers: they receive
+    ``(index, seed)`` keys, never the sampler.
+    """
+
+    def __init__(self) -> None:
+        self.order: Sampler | None = None
+        self.seed = 0
+
+    def set(self, order: Sampler, seed: int) -> None:
+        self.order, self.seed = order, seed
+
+    def __iter__(self):
+        if self.order is None:
+            raise RuntimeError("EpochLoader.epoch(order, seed) must be called before iterating the loader")
+        return ((int(i), item_seed(self.seed, k)) for k, i in enumerate(self.order))
+
+    def __len__(self) -> int:
+        return 0 if self.order is None else len(self.order)
+
+
+class _SeededItems(Dataset):
+    """``dataset[index]`` drawn with the CPU RNG seeded to the item's own seed.
+
+    In a worker the RNG serves this loader alone; in the main process (no workers) its state is put back
+    afterwards, so mixup and the model's own draws are untouched.
+    """
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, seed = key
+        generator = torch.default_generator  # the CPU RNG the transforms draw from (not CUDA's)
+        if get_worker_info() is not None:
+            generator.manual_seed(seed)
+            return self.dataset[index]
+        state = generator.get_state()
+        generator.manual_seed(seed)
+        try:
+            return self.dataset[index]
+        finally:
+            generator.set_state(state)
+
+
+class EpochLoader:
+    """The training DataLoader of a whole run: its workers start once and serve every epoch.
+
+    Starting ``num_workers`` processes each epoch cost more than a short epoch's steps on a GPU (issue 12), so
+    the workers persist. :meth:`epoch` sets an epoch's order and seed; each item is augmented from
+    :func:`item_seed` of that seed and its position in the order. The views therefore depend on (seed, epoch)
+    only, not on the number of workers or which worker drew an item, and a resumed epoch repeats exactly.
+    """
+
+    def __init__(self, config: TrainConfig, dataset: Any, *, batch_size: int, device: torch.device) -> None:
+        self.order = _EpochOrder()
+        workers = config.num_workers
+        self.loader = DataLoader(
+            _SeededItems(dataset),
+            batch_size=batch_size,
+            sampler=self.order,
+            num_workers=workers,
+            pin_memory=config.pin_memory and device.type == "cuda",
+            persistent_workers=workers > 0,
+            prefetch_factor=4 if workers > 0 else None,
+            generator=torch.Generator().manual_seed(0),  # its own base-seed draws, not the global RNG's
+        )
+
+    def epoch(self, order: Sampler, seed: int) -> DataLoader:
+        """The loader, set to yield ``order``'s items (dataset indices) augmented from ``seed``."""
+        self.order.set(order, seed)
+        return self.loader
+
+    def close(self) -> None:
+        close_loader(self.loader)
+
+
+def close_loader(loader: DataLoader) -> None:
+    """Stop a loader's persistent workers now, not whenever the garbage collector finds them."""
+    iterator = getattr(loader, "_iterator", None)  # where DataLoader keeps a persistent worker pool
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+    loader._iterator = None
+
+
 def make_loader(
-    config: TrainConfig, dataset: Any, *, sampler: Sampler, batch_size: int, device: torch.device, seed: int
+    config: TrainConfig,
+    dataset: Any,
+    *,
+    sampler: Sampler,
+    batch_size: int,
+    device: torch.device,
+    seed: int,
+    persistent: bool = False,
 ) -> DataLoader:
-    """The DataLoader of the trainer: ``config.num_workers`` workers seeded from ``seed``, pinned memory on CUDA."""
+    """A DataLoader with ``config.num_workers`` workers seeded from ``seed``, pinned memory on CUDA.
+
+    ``persistent``: the workers outlive each pass (for a loader iterated every epoch, such as validation's);
+    stop them with :func:`close_loader`.
+    """
     workers = config.num_workers
     return DataLoader(
         dataset,
@@ -187,7 +296,7 @@ def make_loader(
         num_workers=workers,
         pin_memory=config.pin_memory and device.type == "cuda",
         generator=torch.Generator().manual_seed(seed),  # seeds the worker processes' RNGs
-        persistent_workers=False,
+        persistent_workers=persistent and workers > 0,
         prefetch_factor=4 if workers > 0 else None,
     )
 

@@ -66,15 +66,20 @@ from attnmel.config import DATASET_SPLITS, TrainConfig
 from attnmel.data.registry import get_dataset
 from attnmel.device import (
     autocast,
+    begin_graph_step,
+    compile_model,
     configure_backends,
     make_grad_scaler,
     move_batch,
     resolve_precision,
     select_device,
+    uses_cuda_graphs,
 )
 from attnmel.io import atomic_write_json, atomic_write_text
 from attnmel.loaders import (  # re-exported: these used to live here
+    EpochLoader,
     check_gpu_decode,
+    close_loader,
     ensure_synthetic,
     epoch_seed,
     fill_cache_on_gpu,
@@ -566,6 +571,16 @@ class _Run:
     start_epoch: int = 1
     writer: Any = None  # TensorBoard SummaryWriter (rank 0, tensorboard=True)
     saver: BackgroundWriter | None = None  # checkpoint writes in a thread (GPU runs), else written in line
+    train_loader: EpochLoader | None = None  # the DataLoader path's training loader (None with device_set)
+    val_loader: Any = None  # validation's loader, built once: its workers persist too
+    compile_seconds: float | None = None  # the first compiled step's time (compile included), once measured
+
+    def close_loaders(self) -> None:
+        """Stop the persistent loader workers (the run is over, or failed)."""
+        if self.train_loader is not None:
+            self.train_loader.close()
+        if self.val_loader is not None:
+            close_loader(self.val_loader)
 
     @property
     def latest_path(self) -> Path:
@@ -599,6 +614,7 @@ def _fit(
                 )
             distributed.barrier()
     finally:  # whatever stops the loop, the checkpoint in flight is on disk before fit returns or raises
+        run.close_loaders()
         if run.saver is not None:
             run.saver.wait()
     epoch_bar.close()
@@ -705,6 +721,17 @@ def _set_up(
     )
     if config.resume:
         _restore(run)
+    if device_set is None:
+        run.train_loader = EpochLoader(config, train_ds, batch_size=run.per_rank_batch, device=device)
+    run.val_loader = make_loader(
+        config,
+        val_ds,
+        sampler=SequentialSampler(val_ds),
+        batch_size=run.per_rank_batch,
+        device=device,
+        seed=0,
+        persistent=True,
+    )
     if background_checkpoints(device):
         run.saver = BackgroundWriter()
 
@@ -719,7 +746,7 @@ def _set_up(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     if config.compile:
-        run.train_model = torch.compile(run.train_model)
+        run.train_model = compile_model(run.train_model, config.compile_mode)
     log(
         f"training {config.model} on {config.dataset}/{train_name} ({len(train_samples)} images, "
         f"{len(train_list)} listed, {config.epoch_passes} pass(es)/epoch) on {device} [{precision}"
@@ -773,9 +800,7 @@ def _train_epoch(run: _Run, epoch: int, show: bool) -> dict[str, Any]:
     if run.device_set is not None:
         loader = _DeviceBatches(run.device_set, sampler, run.per_rank_batch, run.device, seed)
     else:
-        loader = make_loader(
-            config, run.train_ds, sampler=sampler, batch_size=run.per_rank_batch, device=run.device, seed=seed
-        )
+        loader = run.train_loader.epoch(sampler, seed)
     lr = run.optimizer.param_groups[0]["lr"]
     losses = _EpochLosses(run.device)
     use_roi = run.train_ds.roi is not None  # the training set carries the Dice reference masks, or none
@@ -784,8 +809,13 @@ def _train_epoch(run: _Run, epoch: int, show: bool) -> dict[str, Any]:
     # epoch, and the next loader's forked workers then printed DataLoader.__del__ errors into the notebook
     batch_bar = _tqdm()(total=len(loader), desc=f"epoch {epoch}", disable=not show, leave=False)
     shown_at = 0.0
+    graphs = config.compile and uses_cuda_graphs(config.compile_mode, run.device)
     started = time.perf_counter()
     for index, batch in enumerate(loader, start=1):
+        if graphs:
+            begin_graph_step()
+        timing_compile = config.compile and run.compile_seconds is None
+        step_start = time.perf_counter()
         parts = train_step(
             run.train_model,
             batch,
@@ -799,6 +829,14 @@ def _train_epoch(run: _Run, epoch: int, show: bool) -> dict[str, Any]:
             grad_clip_norm=config.grad_clip_norm,
             mixup=config.mixup,
         )
+        if timing_compile:  # one synchronisation, once per run: what torch.compile cost before training
+            if run.device.type == "cuda":
+                torch.cuda.synchronize(run.device)
+            run.compile_seconds = time.perf_counter() - step_start
+            run.log(
+                f"torch.compile (mode {config.compile_mode}"
+                f"{', CUDA graphs' if graphs else ''}): first step {run.compile_seconds:.1f} s, compile included"
+            )
         if run.ema is not None:
             run.ema.update_parameters(run.model)
         losses.add(parts, len(batch["label"]), index)
@@ -840,17 +878,9 @@ class _DeviceBatches:
 def _validate(run: _Run, row: dict[str, Any], epoch_start: float) -> bool:
     """Validation AUC / AP / focal loss into ``row`` (appended to the history); whether the epoch is the best."""
     config, epoch = run.config, row["epoch"]
-    val_loader = make_loader(
-        config,
-        run.val_ds,
-        sampler=SequentialSampler(run.val_ds),
-        batch_size=run.per_rank_batch,
-        device=run.device,
-        seed=0,
-    )
     pred = predict_loader(
         run.ema.module if run.ema is not None else unwrap_model(run.train_model),
-        val_loader,
+        run.val_loader,
         device=run.device,
         precision=run.precision,
         channels_last=config.channels_last,

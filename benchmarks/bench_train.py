@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--batches", type=int, nargs="+", default=None, help=f"batch sizes (default {DEFAULT_BATCHES})"
     )
     parser.add_argument(
-        "--modes", nargs="+", default=None, choices=sorted(MODES), help="default: all but fp16"
+        "--modes", nargs="+", default=None, choices=sorted(MODES), help=f"default: {' '.join(DEFAULT_MODES)}"
     )
     parser.add_argument(
         "--steps",
@@ -68,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--compile-shapes",
         choices=("smallest", "all", "none"),
         default=None,
-        help="where 'compile' runs: the smallest size and batch only (default on CPU, where each shape is a "
+        help="where the compiled modes run: the smallest size and batch only (default on CPU, where each shape is a "
         "compile of minutes), every shape (default on CUDA), or nowhere",
     )
     parser.add_argument(
@@ -123,7 +123,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def compile_shapes(
     choice: str | None, device: str, sizes: list[int], batches: list[int]
 ) -> list[tuple[int, int]] | None:
-    """The (size, batch) pairs where 'compile' runs; None means every pair."""
+    """The (size, batch) pairs where the compiled modes run; None means every pair."""
     choice = choice or ("all" if device.startswith("cuda") else "smallest")
     if choice == "all":
         return None

@@ -42,7 +42,7 @@ if [ "${QUICK:-0}" = 1 ]; then
 else
     SLOW=1
     EPOCHS=50; TRAIN=()
-    BENCH=(--sizes 224 --batches 32 128 --modes fp32 channels_last bf16+channels_last compile
+    BENCH=(--sizes 224 --batches 32 128 --modes fp32 channels_last bf16+channels_last bf16+channels_last+compile bf16+channels_last+cudagraphs
           --compile-shapes smallest --compile-timeout 100)  # compile: 224 px batch 32, train and infer, <= 100 s each
     TESTS=(tests/test_cuda.py tests/test_device_set.py tests/test_bench.py tests/test_bench_trainer.py)
 fi

@@ -101,6 +101,14 @@ def test_compile_is_capped_and_its_failure_recorded():
     assert result["images_per_s"] is None
 
 
+def test_cuda_graph_mode_needs_cuda_and_compiles_in_reduce_overhead():
+    spec = bench.MODES["bf16+channels_last+cudagraphs"]
+    assert spec.compile and spec.compile_mode == "reduce-overhead" and spec.channels_last
+    with pytest.raises(ValueError, match="needs a CUDA device \\(CUDA graphs\\)"):
+        bench.mode_spec("bf16+channels_last+cudagraphs", "cpu")
+    assert bench.mode_spec("bf16+channels_last+compile", "cpu").compile_mode == "default"
+
+
 def test_matmul_ceiling_is_positive():
     assert bench.matmul_ceiling(torch.float32, n=64, seconds=0.0) > 0
     assert bench.measure_ceilings({"bf16"}, n=32, seconds=0.0).keys() == {"bf16"}

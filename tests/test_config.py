@@ -53,6 +53,8 @@ def test_defaults_are_the_papers_protocol() -> None:
             {"gpu_jpeg_decode": True, "cache": False},
             "gpu_jpeg_decode = True decodes into the preprocessing cache",
         ),
+        ({"compile_mode": "reduce-overhead"}, "has no effect without compile = True"),
+        ({"compile": True, "compile_mode": "fast"}, "TrainConfig.compile_mode = 'fast' is not allowed"),
     ],
 )
 def test_invalid_values_name_field_value_and_allowed(changes: dict, needle: str) -> None:

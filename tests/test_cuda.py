@@ -54,3 +54,23 @@ def test_time_based_bench_and_the_tf32_ceiling() -> None:
     fp32 = bench.matmul_ceiling(torch.float32, n=2048, seconds=0.2, device="cuda")
     tf32 = bench.matmul_ceiling(torch.float32, n=2048, seconds=0.2, device="cuda", tf32=True)
     assert tf32 > fp32
+
+
+def test_compiled_training_with_cuda_graphs_logs_its_compile_time(tiny_synthetic, tmp_path) -> None:
+    from attnmel.trainer import fit
+
+    lines: list[str] = []
+    config = tiny_config(
+        tiny_synthetic, tmp_path, device="cuda", precision="auto", channels_last=True, epochs=2,
+        compile=True, compile_mode="reduce-overhead", eval_splits="Validation", run_dir=str(tmp_path / "run"),
+    )  # fmt: skip
+    result = fit(config, log=lines.append)
+    assert all(math.isfinite(r["train_loss"]) for r in result.history)
+    assert [line for line in lines if "CUDA graphs): first step" in line]
+
+
+def test_cuda_graph_bench_mode() -> None:
+    result = bench.train_step_throughput("attnmel_cnn", 64, 8, "bf16+channels_last+cudagraphs", steps=3,
+                                         device="cuda", isolate_compile=False)  # fmt: skip
+    assert result["status"] == "ok", result["reason"]
+    assert result["first_step_s"] > 0 and all(math.isfinite(v) for v in result["losses"])
