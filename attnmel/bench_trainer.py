@@ -10,7 +10,7 @@ says how much of the step's speed a real run keeps; the target is at least 85%.
     trainer_vs_step(TrainConfig.from_preset("smoke", epochs=3, batch_size=32))
 
 The trainer's rate is images over the SGD steps' wall time (history's ``train_seconds``) of every epoch after
-the first, which warms up (worker start, the preprocessing cache, cuDNN autotuning). The whole epoch's rate,
+the first, which warms up (worker start, the preprocessing cache, cuDNN autotuning, torch.compile). The whole epoch's rate,
 validation and checkpoints included, is reported beside it.
 """
 
@@ -31,15 +31,23 @@ from attnmel.device import resolve_precision, select_device
 TARGET_FRACTION = 0.85  # the trainer should keep at least this share of the bare step's images/s
 
 
-def step_mode(precision: str, channels_last: bool) -> str:
-    """The eager benchmark mode (:data:`attnmel.bench.MODES`) that runs a resolved precision and memory layout."""
+def step_mode(precision: str, channels_last: bool, compile_mode: str | None = None) -> str:
+    """The benchmark mode (:data:`attnmel.bench.MODES`) that runs a resolved precision and memory layout, eager
+    (``compile_mode`` None) or compiled in that torch.compile mode."""
     dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     if precision not in dtypes:
         raise ValueError(f"no benchmark mode for precision {precision!r}; expected fp32, bf16 or fp16")
     for name, spec in MODES.items():
-        if not spec.compile and spec.amp_dtype is dtypes[precision] and spec.channels_last == channels_last:
+        same_compile = spec.compile == (compile_mode is not None) and (
+            compile_mode is None or spec.compile_mode == compile_mode
+        )
+        if same_compile and spec.amp_dtype is dtypes[precision] and spec.channels_last == channels_last:
             return name
-    raise ValueError(f"no benchmark mode for precision {precision!r} with channels_last={channels_last}")
+    compiled = f", compiled ({compile_mode})" if compile_mode is not None else ""
+    raise ValueError(
+        f"no benchmark mode for precision {precision!r} with channels_last={channels_last}{compiled}; "
+        f"the modes are {', '.join(MODES)}"
+    )
 
 
 def trainer_vs_step(
@@ -59,11 +67,9 @@ def trainer_vs_step(
 
     if config.epochs < 2:
         raise ValueError(f"trainer_vs_step needs epochs >= 2 (the first warms up), got {config.epochs}")
-    if config.compile:
-        raise ValueError("trainer_vs_step compares eager training; compare torch.compile with bench_train.py")
     device = select_device(config.device)
     precision = resolve_precision(config.precision, device)
-    mode = step_mode(precision, config.channels_last)
+    mode = step_mode(precision, config.channels_last, config.compile_mode if config.compile else None)
     say = log or (lambda message: None)
     with tempfile.TemporaryDirectory(prefix="attnmel-trainer-bench-") as tmp:
         if config.run_dir is None:

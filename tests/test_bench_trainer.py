@@ -46,9 +46,15 @@ def test_the_trainer_and_the_step_are_timed_at_the_same_settings(tiny_synthetic,
 def test_bad_settings_are_refused(tiny_synthetic, tmp_path) -> None:
     with pytest.raises(ValueError, match="needs epochs >= 2"):
         trainer_vs_step(tiny_config(tiny_synthetic, tmp_path, epochs=1))
-    with pytest.raises(ValueError, match="compare torch.compile with bench_train.py"):
-        trainer_vs_step(tiny_config(tiny_synthetic, tmp_path, epochs=2, compile=True))
     assert step_mode("bf16", True) == "bf16+channels_last" and step_mode("fp16", False) == "fp16"
+    # a compiled trainer is compared with the compiled step of the same torch.compile mode
+    assert step_mode("bf16", True, "reduce-overhead") == "bf16+channels_last+cudagraphs"
+    assert step_mode("bf16", True, "default") == "bf16+channels_last+compile"
+    assert step_mode("fp32", False, "default") == "compile"
+    with pytest.raises(
+        ValueError, match=r"channels_last=True, compiled \(max-autotune\); the modes are fp32"
+    ):
+        step_mode("fp32", True, "max-autotune")
     with pytest.raises(ValueError, match="no benchmark mode for precision 'int8'"):
         step_mode("int8", False)
 

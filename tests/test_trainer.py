@@ -121,6 +121,18 @@ def test_tensorboard_logs(synthetic_root, tmp_path) -> None:
     assert events and events[0].stat().st_size > 0
 
 
+def test_compiled_training_trains_and_logs_its_compile_time(synthetic_root, tmp_path) -> None:
+    # torch.compile on the CPU (inductor's C++ kernels): about 30 s on 2 cores, most of it compiling
+    lines: list[str] = []
+    result = fit(
+        tiny(synthetic_root, tmp_path, epochs=2, compile=True, eval_splits="Validation"), log=lines.append
+    )
+    assert all(math.isfinite(r["train_loss"]) for r in result.history)
+    timing = [line for line in lines if line.startswith("torch.compile (mode default): first step")]
+    assert len(timing) == 1 and "compile included" in timing[0]  # measured once per run, not per epoch
+    assert float(timing[0].split("first step ")[1].split(" s")[0]) > 0
+
+
 def test_gpu_jpeg_decode_on_the_cpu_is_refused_before_any_training(synthetic_root, tmp_path) -> None:
     with pytest.raises(ValueError, match="gpu_jpeg_decode=True needs a CUDA device; this run uses cpu"):
         fit(tiny(synthetic_root, tmp_path, gpu_jpeg_decode=True, cache=True), log=lambda _m: None)
