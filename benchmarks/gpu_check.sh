@@ -2,7 +2,8 @@
 # One GPU verification run (issue 12), about 7 minutes on one H200:
 #   1. the CUDA tests,
 #   2. the training-step bench at 224 px (time-based, TF32 ceiling, compile capped),
-#   3. the trainer against its own step (DataLoader path and data on the device),
+#   3. the trainer against its own step (DataLoader path and data on the device; COMPILE=1 adds the trainer
+#      compiled with CUDA graphs, GPU only, about 2 more minutes),
 #   4. one 50-epoch `paper` run without ImageNet weights, data on the device (target <= 2 min),
 #   5. only with BOOK=1: the `paper` book on real ISIC 2017 (target <= 10 min; needs ImageNet weights in the
 #      torch hub cache).
@@ -69,6 +70,14 @@ for ON_DEVICE in false true; do
     say "data_on_device=$ON_DEVICE: exit $?"
     grep -E '^\| (cuda|cpu)' "$OUT/trainer-ondevice-$ON_DEVICE/bench_trainer.md" | tee -a "$SUMMARY"
 done
+if [ "${COMPILE:-0}" = 1 ]; then  # opt in: about 2 more minutes, most of them compiling
+    timeout $((240 * SLOW)) $PY benchmarks/bench_trainer.py --device "$DEVICE" --preset paper --data-root "$DATA" \
+        --set weights=None --set data_on_device=true --set compile=true --set compile_mode=reduce-overhead \
+        --epochs 3 --workers 8 "${TRAIN[@]}" --out-dir "$OUT/trainer-cudagraphs" > "$OUT/bench_trainer-cudagraphs.log" 2>&1
+    say "data_on_device=true, compiled with CUDA graphs: exit $?"
+    grep -E '^\| (cuda|cpu)' "$OUT/trainer-cudagraphs/bench_trainer.md" | tee -a "$SUMMARY"
+    grep -h "first step" "$OUT/bench_trainer-cudagraphs.log" | tee -a "$SUMMARY"
+fi
 
 say "== 4. one paper run: $EPOCHS epochs, weights none, data on the device (target <= 2 min on one H200)"
 rm -rf "$OUT/paper-run"
