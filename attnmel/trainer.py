@@ -316,12 +316,13 @@ def build_loss(config: TrainConfig) -> nn.Module:
 
 def build_ema(model: nn.Module, config: TrainConfig) -> Any:
     """With ``config.ema`` > 0: an exponential moving average of ``model``'s weights and BatchNorm statistics
-    (``torch.optim.swa_utils.AveragedModel``), updated after every step; else None."""
+    (:class:`attnmel.ema.WeightEMA`, an ``AveragedModel`` that never waits for the device), updated after every
+    step; else None."""
     if config.ema <= 0:
         return None
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+    from attnmel.ema import WeightEMA
 
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
+    return WeightEMA(model, config.ema)
 
 
 def _seed_everything(seed: int) -> None:
@@ -384,7 +385,8 @@ def mix_batch(
     """Mixup (Zhang et al. 2018): ``lam x + (1 - lam) x[perm]`` and the same mix of one-hot labels, with
     ``lam ~ Beta(alpha, alpha)`` and ``perm`` a random permutation, both from the global torch generator."""
     lam = float(torch.distributions.Beta(alpha, alpha).sample())
-    perm = torch.randperm(images.shape[0]).to(images.device)
+    # drawn on the CPU (the seeded global generator); a non-blocking copy, so the step does not wait for the GPU
+    perm = torch.randperm(images.shape[0]).to(images.device, non_blocking=True)
     one_hot = soft_targets(labels, num_classes)
     return lam * images + (1.0 - lam) * images[perm], lam * one_hot + (1.0 - lam) * one_hot[perm]
 
@@ -763,7 +765,7 @@ def _restore(run: _Run) -> None:
     if run.ema is not None:  # "model" holds the average (what was validated); "train_model" the SGD weights
         load_model_weights(run.ema.module, ckpt["model"], source=run.latest_path)
         load_model_weights(run.model, ckpt["train_model"], source=run.latest_path)
-        run.ema.n_averaged.fill_(int(ckpt["ema_updates"]))
+        run.ema.set_updates(int(ckpt["ema_updates"]))
     else:
         load_model_weights(run.model, ckpt["model"], source=run.latest_path)
     run.optimizer.load_state_dict(ckpt["optimizer"])
@@ -863,7 +865,8 @@ class _DeviceBatches:
         self, device_set: Any, sampler: Any, batch_size: int, device: torch.device, seed: int
     ) -> None:
         self.device_set, self.batch_size = device_set, batch_size
-        self.order = torch.tensor(list(sampler), dtype=torch.long)
+        # on the device once per epoch: a batch's indices are then a slice there, not a copy that waits for the GPU
+        self.order = torch.tensor(list(sampler), dtype=torch.long).to(device)
         self.generator = torch.Generator(device=device).manual_seed(seed)
 
     def __len__(self) -> int:
@@ -931,7 +934,7 @@ def _save_checkpoints(run: _Run, row: dict[str, Any], improved: bool) -> None:
     )
     if run.ema is not None:  # resuming needs the SGD weights and the average's update count as well
         ckpt["train_model"] = {k: v.detach().cpu() for k, v in run.model.state_dict().items()}
-        ckpt["ema_updates"] = int(run.ema.n_averaged)
+        ckpt["ema_updates"] = run.ema.updates
 
     def write(ckpt: dict[str, Any], history: list[dict[str, Any]]) -> None:
         if improved:  # the weights and the run's facts; the optimiser and RNG states live in latest.pt only

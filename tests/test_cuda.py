@@ -74,3 +74,44 @@ def test_cuda_graph_bench_mode() -> None:
                                          device="cuda", isolate_compile=False)  # fmt: skip
     assert result["status"] == "ok", result["reason"]
     assert result["first_step_s"] > 0 and all(math.isfinite(v) for v in result["losses"])
+
+
+def test_training_steps_never_wait_for_the_gpu(tiny_synthetic, tmp_path) -> None:
+    """Batches from the device set, the step, the EMA and the loss sums: no host-device synchronisation
+    (``torch.cuda.set_sync_debug_mode("error")`` raises at the first one)."""
+    from attnmel import trainer
+    from attnmel.data.device_set import DeviceTrainSet
+    from attnmel.device import make_grad_scaler, resolve_precision
+    from attnmel.loaders import load_split, make_dataset, normalisation
+
+    device = torch.device("cuda")
+    config = tiny_config(tiny_synthetic, tmp_path, device="cuda", precision="auto", channels_last=True,
+                         data_on_device=True, ema=0.9, mixup=0.2)  # fmt: skip
+    samples = load_split(config, config.resolved_data_root(), "Training")
+    mean, std = normalisation(config.dataset)
+    device_set = DeviceTrainSet(make_dataset(config, samples, train=True), device, size=config.image_size,
+                                mean=mean, std=std, channels_last=True)  # fmt: skip
+    model = trainer.build_model_for(config).to(device).to(memory_format=torch.channels_last)
+    optimizer, loss_fn = trainer.build_optimizer(model, config), trainer.build_loss(config)
+    precision = resolve_precision("auto", device)
+    scaler = make_grad_scaler(device, precision)
+    ema = trainer.build_ema(model, config)
+    losses = trainer._EpochLosses(device)
+    batches = trainer._DeviceBatches(device_set, range(len(device_set)), 4, device, seed=0)
+
+    def step(index: int, batch: dict) -> None:
+        parts = trainer.train_step(model, batch, loss_fn, optimizer, scaler, device=device, precision=precision,
+                                   channels_last=True, grad_clip_norm=5.0, mixup=config.mixup)  # fmt: skip
+        ema.update_parameters(model)
+        losses.add(parts, len(batch["label"]), index)
+
+    iterator = iter(batches)
+    step(1, next(iterator))  # warm-up: cuDNN autotuning, the EMA's first copy, lazy CUDA state
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for index, batch in enumerate(iterator, start=2):
+            step(index, batch)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert ema.updates == len(batches) and math.isfinite(losses.means()["train_loss"])
