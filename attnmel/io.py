@@ -67,11 +67,19 @@ def _is_disk_full(exc: BaseException, folder: Path, needed_bytes: int | None) ->
 
 @contextlib.contextmanager
 def atomic_open(
-    path: str | os.PathLike, mode: str = "wb", *, expected_bytes: int | None = None, **kwargs: Any
+    path: str | os.PathLike,
+    mode: str = "wb",
+    *,
+    expected_bytes: int | None = None,
+    durable: bool = True,
+    **kwargs: Any,
 ) -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success rename it to ``path``, on error delete it.
 
     ``expected_bytes`` (the size about to be written, if known) only goes into a :class:`DiskFullError`.
+    ``durable``: flush the file to disk (fsync) before the rename, so it survives a power cut. Files that can
+    be recomputed and are checked when read (cache entries) pass False: readers still never see half a file,
+    and a write costs no disk round trip.
     """
     if mode not in ("w", "wb", "wt"):
         raise ValueError(f"atomic_open writes whole files only; mode must be 'w' or 'wb', got {mode!r}")
@@ -83,7 +91,8 @@ def atomic_open(
         with os.fdopen(fd, mode, **kwargs) as handle:
             yield handle
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
@@ -93,8 +102,8 @@ def atomic_open(
         raise
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    with atomic_open(path, "wb", expected_bytes=len(data)) as handle:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = True) -> Path:
+    with atomic_open(path, "wb", expected_bytes=len(data), durable=durable) as handle:
         handle.write(data)
     return Path(path)
 

@@ -133,6 +133,29 @@ def test_fill_writes_the_entries_that_load_then_reads(isic2017_root, tmp_path):
     assert filled.fill(samples, dermo=True)["present"] == 6  # a second fill has nothing to do
 
 
+def test_a_bad_file_stops_the_fill_with_its_name_and_leaves_no_partial_entry(tmp_path, monkeypatch):
+    from attnmel.data import DataError, Sample
+
+    samples = []
+    for i in range(12):  # more than a batch and more than the threads, so the bad one is mid-way
+        path = tmp_path / f"lesion{i}.jpg"
+        Image.fromarray(np.full((30, 40, 3), 20 * i, np.uint8)).save(path, quality=90)
+        mask = tmp_path / f"lesion{i}_segmentation.png"
+        Image.fromarray(np.zeros((30 if i != 7 else 31, 40), np.uint8)).save(mask)  # lesion 7: wrong size
+        samples.append(Sample(image_id=f"lesion{i}", image_path=path, label=0, lesion_mask_path=mask))
+    fsyncs = []
+    monkeypatch.setattr(os, "fsync", lambda fd: fsyncs.append(fd))
+    cache = PreprocessCache(tmp_path / "cache", resize=16)
+    with pytest.raises(DataError, match=r"lesion7_segmentation.png: mask size 40x31 differs from image"):
+        cache.fill(samples, batch_size=4, threads=3)
+    leftovers = [p.name for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.suffix == ".tmp"]
+    assert leftovers == []  # every entry on disk is whole; the fill can simply be run again
+    assert fsyncs == []  # cache entries are recomputable and checked on read: atomic, but not fsynced
+    del samples[7]
+    counts = cache.fill(samples, threads=3)
+    assert counts["present"] + counts["decoded"] == 11 and counts["other"] == 0
+
+
 def test_fill_reads_other_formats_on_the_cpu_exactly_as_load(tmp_path):
     from attnmel.data import Sample
 

@@ -19,7 +19,8 @@ import json
 import os
 import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,7 @@ class PreprocessCache:
         device: str | torch.device = "cpu",
         batch_size: int = 16,
         progress: bool = True,
+        threads: int | None = None,
     ) -> dict[str, Any]:
         """Create the missing entries of ``samples`` now, decoding JPEGs in batches on ``device``.
 
@@ -117,7 +119,9 @@ class PreprocessCache:
         differ by a few grey levels between libjpeg-turbo, nvJPEG and PIL). Returns counts: ``present``
         (already cached), ``decoded`` (JPEGs decoded on ``device``), ``other`` (read on the CPU) and
         ``seconds``. ``progress``: a bar over the new entries on stderr when someone watches
-        (:func:`attnmel.progress.watching`).
+        (:func:`attnmel.progress.watching`). ``threads`` (default: the CPU count, at most 8) read the masks,
+        preprocess and write the entries while the next batch of JPEGs is decoded; the first error (a
+        DataError naming the file) stops the fill.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -136,19 +140,33 @@ class PreprocessCache:
         jpegs, others = [], []
         for item in todo:  # by header: CMYK / YCCK JPEGs take the CPU way, for load_rgb's colour rules
             (jpegs if is_plain_jpeg(item[0].image_path) else others).append(item)
-        with bar(
-            total=len(todo), desc="preprocess cache", unit="img", enabled=progress and bool(todo)
-        ) as filled:
-            for first in range(0, len(jpegs), batch_size):
-                chunk = jpegs[first : first + batch_size]
-                images = decode_jpegs([sample.image_path for sample, _ in chunk], device=device)
-                for (sample, key), image in zip(chunk, images, strict=True):
-                    parts = self.preprocess(read_sample(sample, dermo=dermo, image=image))
-                    self._store(self.path(key), key, {name: t.cpu() for name, t in parts.items()})
-                    filled.update(1)
-            for sample, key in others:
-                self._store(self.path(key), key, self.preprocess(read_sample(sample, dermo=dermo)))
-                filled.update(1)
+        threads = threads or min(8, os.cpu_count() or 1)
+
+        def entry(sample: Sample, key: str, image: torch.Tensor | None) -> None:
+            parts = self.preprocess(read_sample(sample, dermo=dermo, image=image))
+            self._store(self.path(key), key, {name: t.cpu() for name, t in parts.items()})
+
+        with (
+            bar(
+                total=len(todo), desc="preprocess cache", unit="img", enabled=progress and bool(todo)
+            ) as filled,
+            ThreadPoolExecutor(max_workers=threads, thread_name_prefix="attnmel-cache") as pool,
+        ):
+            pending: list[Future] = []
+            try:
+                for first in range(0, len(jpegs), batch_size):
+                    chunk = jpegs[first : first + batch_size]
+                    images = decode_jpegs([sample.image_path for sample, _ in chunk], device=device)
+                    pending += [
+                        pool.submit(entry, s, k, image) for (s, k), image in zip(chunk, images, strict=True)
+                    ]
+                    _finish(pending, filled.update, keep=2 * threads)  # bounds the decoded images held
+                pending += [pool.submit(entry, s, k, None) for s, k in others]
+                _finish(pending, filled.update, keep=0)
+            except BaseException:
+                for future in pending:
+                    future.cancel()
+                raise
         self.misses += len(todo)
         return {
             "present": present,
@@ -163,7 +181,8 @@ class PreprocessCache:
         arrays = {name: t.as_subclass(torch.Tensor).numpy() for name, t in parts.items()}
         buffer = io.BytesIO()
         np.savez(buffer, key=np.frombuffer(key.encode(), dtype=np.uint8), **arrays)
-        atomic_write_bytes(entry, buffer.getvalue())
+        # no fsync: an entry is checked when read (key, arrays) and recomputed when torn, so atomic is enough
+        atomic_write_bytes(entry, buffer.getvalue(), durable=False)
         return {name: torch.from_numpy(a) for name, a in arrays.items()}
 
     def _read(self, entry: Path, key: str, dermo: bool) -> dict[str, torch.Tensor] | None:
@@ -183,3 +202,10 @@ class PreprocessCache:
             if name not in expected or array.shape != expected[name] or array.dtype != np.uint8:
                 return None
         return {name: torch.from_numpy(a) for name, a in arrays.items()}
+
+
+def _finish(pending: list[Future], done: Callable[[int], Any], keep: int) -> None:
+    """Wait for the oldest of ``pending`` until at most ``keep`` remain (raising the first error), counting each."""
+    while len(pending) > keep:
+        pending.pop(0).result()
+        done(1)
