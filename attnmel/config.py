@@ -53,6 +53,7 @@ LR_SCHEDULES = ("step", "cosine")
 # torch.compile modes: "reduce-overhead" also records CUDA graphs (one launch per graph instead of one per
 # kernel; CUDA only: on the CPU it compiles as "default"); "max-autotune" searches kernels longer, for speed
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+SELECT_EPOCHS = ("val_auc", "last")
 MISSING = ("error", "skip")
 
 # (train, validation, evaluation splits) per dataset, from the dataset table (None: a test-only dataset).
@@ -185,6 +186,12 @@ class TrainConfig:
     ema: float = option(
         0.0,
         "decay of an exponential moving average of the weights (e.g. 0.998), validated and saved; 0 = off",
+    )
+    select_epoch: str = option(
+        "val_auc",
+        "the epoch best.pt keeps and the test splits score: the best validation AUC (the authors'), or the last "
+        "(with a small validation set, its AUC is too noisy to pick an epoch)",
+        choices=SELECT_EPOCHS,
     )
     seed: int = option(0, "seed for initialisation, data order and augmentation")
     threshold: float = option(0.5, "decision threshold for sensitivity / specificity / precision")
@@ -523,6 +530,7 @@ RECIPE_STEPS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("+ label smoothing and mixup", {"label_smoothing": 0.1, "mixup": 0.2}),
     ("+ warm-up and cosine decay", {"warmup_epochs": 1, "lr_schedule": "cosine"}),
     ("+ EMA of the weights", {"ema": 0.95}),
+    ("+ keep the last epoch", {"select_epoch": "last"}),
 )
 SCRATCH_RECIPE: dict[str, Any] = {k: v for _, overrides in RECIPE_STEPS for k, v in overrides.items()}
 

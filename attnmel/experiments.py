@@ -119,7 +119,7 @@ _PAPER_SEVEN = (
 STUDIES: dict[str, Study] = {
     "smoke": Study(_PAPER_SEVEN, seeds=3, backbones=True),
     "smoke-mini": Study(_PAPER_SEVEN, seeds=3, backbones=True),
-    # The ladder (4 steps x 2 seeds of 17-minute runs) would add 2.3 h: opt in with chapter 6's `ladder_seeds`.
+    # The ladder (5 steps x 2 seeds of 17-minute runs) would add 2.8 h: opt in with chapter 6's `ladder_seeds`.
     "isic2017-cpu": Study(
         ("VGG-16-GAP", "Mel-CNN", "AttnMel-CNN", "AttnMel-CNN-Lesion"),
         seeds=1,

@@ -166,6 +166,7 @@ RESUME_LOCKED = (
     "lr_schedule",
     "warmup_epochs",
     "ema",
+    "select_epoch",
 )
 
 
@@ -897,7 +898,10 @@ def _validate(run: _Run, row: dict[str, Any], epoch_start: float) -> bool:
             0,
         )
     auc, ap = _auc_ap(pred["label"], pred["prob"])
-    improved = (math.isfinite(auc) and auc > run.best_auc) or run.best_epoch == 0  # strictly better
+    if config.select_epoch == "last":  # every epoch replaces the one before
+        improved = True
+    else:
+        improved = (math.isfinite(auc) and auc > run.best_auc) or run.best_epoch == 0  # strictly better
     if improved:
         run.best_epoch, run.best_auc = epoch, (auc if math.isfinite(auc) else -math.inf)
     row.update(val_loss=_focal(config, pred), val_ap=ap, val_auc=auc, is_best=bool(improved))

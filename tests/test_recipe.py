@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -28,6 +29,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
         ({"warmup_epochs": 5, "epochs": 5}, "warmup_epochs = 5 must be >= 0 and below epochs"),
         ({"ema": 1.0}, "ema = 1.0 must lie in"),
         ({"lr_schedule": "linear"}, "lr_schedule"),
+        ({"select_epoch": "best"}, "select_epoch = 'best' is not allowed"),
     ],
 )
 def test_recipe_options_refuse_bad_values_naming_them(changes, message) -> None:
@@ -44,6 +46,7 @@ def test_the_defaults_are_the_papers_protocol() -> None:
         0.0,
     )
     assert (config.lr_schedule, config.warmup_epochs, config.ema) == ("step", 0, 0.0)
+    assert config.select_epoch == "val_auc"  # the authors kept the best validation AUC
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
     assert isinstance(build_scheduler(optimizer, config), torch.optim.lr_scheduler.StepLR)
 
@@ -177,3 +180,21 @@ def test_a_recipe_run_trains_validates_the_average_and_resumes_exactly(syn, tmp_
 
     with pytest.raises(ValueError, match="the cosine schedule spans them"):
         fit(base.replace(run_name="split", resume=True, epochs=4), **quiet)
+
+
+def test_select_epoch_last_keeps_the_last_epoch_whatever_its_validation_auc(syn, tmp_path) -> None:
+    quiet = {"log": lambda _m: None}
+    base = tiny_config(syn, tmp_path, epochs=3, max_train_samples=12, eval_splits="Validation", n_boot=0)
+    by_auc = fit(base.replace(run_name="auc"), **quiet)
+    last = fit(base.replace(run_name="last", select_epoch="last"), **quiet)
+    aucs = [r["val_auc"] for r in last.history]
+    assert aucs == [r["val_auc"] for r in by_auc.history]  # the choice does not change the training
+    assert by_auc.best_epoch == 1 + aucs.index(max(aucs))  # the paper's rule: the first best validation AUC
+    assert last.best_epoch == 3 and last.best_val_auc == aucs[-1]
+    best = torch.load(last.run_dir / "checkpoints" / "best.pt", weights_only=True)
+    latest = torch.load(last.run_dir / "checkpoints" / "latest.pt", weights_only=True)
+    assert best["epoch"] == 3 and all(
+        torch.equal(best["model"][k], latest["model"][k]) for k in best["model"]
+    )
+    metrics = json.loads((last.run_dir / "metrics" / "Validation.json").read_text())
+    assert metrics["epoch"] == 3 and metrics["auc"] == pytest.approx(aucs[-1])
