@@ -38,10 +38,12 @@ def step_mode(precision: str, channels_last: bool, compile_mode: str | None = No
     if precision not in dtypes:
         raise ValueError(f"no benchmark mode for precision {precision!r}; expected fp32, bf16 or fp16")
     for name, spec in MODES.items():
-        same_compile = spec.compile == (compile_mode is not None) and (
-            compile_mode is None or spec.compile_mode == compile_mode
-        )
-        if same_compile and spec.amp_dtype is dtypes[precision] and spec.channels_last == channels_last:
+        spec_compile_mode = spec.compile_mode if spec.compile else None
+        if (spec.amp_dtype, spec.channels_last, spec_compile_mode) == (
+            dtypes[precision],
+            channels_last,
+            compile_mode,
+        ):
             return name
     compiled = f", compiled ({compile_mode})" if compile_mode is not None else ""
     raise ValueError(

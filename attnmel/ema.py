@@ -23,7 +23,6 @@ class WeightEMA(AveragedModel):
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         super().__init__(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
-        self.decay = decay
         self.updates = 0  # the host's copy of n_averaged: what decides whether an update copies or averages
 
     def set_updates(self, count: int) -> None:

@@ -818,7 +818,7 @@ def _train_epoch(run: _Run, epoch: int, show: bool) -> dict[str, Any]:
         if graphs:
             begin_graph_step()
         timing_compile = config.compile and run.compile_seconds is None
-        step_start = time.perf_counter()
+        step_start = time.perf_counter() if timing_compile else 0.0
         parts = train_step(
             run.train_model,
             batch,
