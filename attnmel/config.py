@@ -175,6 +175,11 @@ class TrainConfig:
         0.0,
         "colour and illumination jitter: brightness, contrast and saturation x [1-s, 1+s], hue +-s/10; 0 = off",
     )
+    color_constancy: float = option(
+        0.0,
+        "Shades of Gray colour constancy of every image, training and evaluation: the p of the illuminant's L^p "
+        "estimate (6 for dermoscopy; 1 = grey world); 0 = off",
+    )
     label_smoothing: float = option(0.0, "label smoothing of the focal loss targets (0 = hard labels)")
     mixup: float = option(0.0, "mixup Beta(a, a) of image pairs and their labels within a batch; 0 = off")
     lr_schedule: str = option(
@@ -413,6 +418,8 @@ def _validate(cfg: TrainConfig) -> None:
         raise ValueError(f"TrainConfig.crop_scale = {cfg.crop_scale} must lie in (0, 1]")
     if not 0.0 <= cfg.color_jitter < 1.0:
         raise ValueError(f"TrainConfig.color_jitter = {cfg.color_jitter} must lie in [0, 1)")
+    if cfg.color_constancy != 0 and not cfg.color_constancy >= 1:
+        raise ValueError(f"TrainConfig.color_constancy = {cfg.color_constancy} must be 0 (off) or >= 1")
     if not 0.0 <= cfg.label_smoothing < 0.5:
         raise ValueError(f"TrainConfig.label_smoothing = {cfg.label_smoothing} must lie in [0, 0.5)")
     if cfg.mixup < 0:

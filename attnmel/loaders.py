@@ -120,9 +120,12 @@ def make_dataset(config: TrainConfig, samples: Any, *, train: bool, normalise_as
             std,
             crop_scale=config.crop_scale,
             color_jitter=config.color_jitter,
+            color_constancy=config.color_constancy,
         )
     else:
-        transform = data.eval_transform(config.image_size, config.resize, mean, std)
+        transform = data.eval_transform(
+            config.image_size, config.resize, mean, std, color_constancy=config.color_constancy
+        )
     cache = None
     cache_dir = config.resolved_cache_dir()
     if cache_dir is not None:

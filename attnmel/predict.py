@@ -131,7 +131,13 @@ def predict_images(
     from attnmel.data import eval_transform
 
     mean, std = normalisation(config.dataset)  # the training dataset's statistics
-    transform = eval_transform(size=config.image_size, resize=config.resize, mean=mean, std=std)
+    transform = eval_transform(
+        size=config.image_size,
+        resize=config.resize,
+        mean=mean,
+        std=std,
+        color_constancy=config.color_constancy,
+    )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results: list[PredictResult] = []

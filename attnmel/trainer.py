@@ -161,6 +161,7 @@ RESUME_LOCKED = (
     "synthetic_difficulty",
     "crop_scale",
     "color_jitter",
+    "color_constancy",
     "label_smoothing",
     "mixup",
     "lr_schedule",

@@ -150,3 +150,19 @@ def test_roi_targets_are_the_same_for_an_item_and_a_batch() -> None:
             assert torch.equal(roi_target(kind, mask[i], has), batched[i]), (kind, has)
     assert torch.equal(roi_target("lesion", mask, torch.tensor([True, True])), mask)
     assert roi_target(None, mask, torch.tensor([True, True])).abs().sum() == 0
+
+
+def test_colour_constancy_is_applied_once_to_the_stored_images(tiny_synthetic) -> None:
+    from attnmel.data import isic2017, shades_of_gray
+    from attnmel.data.dataset import read_sample
+
+    samples = isic2017(tiny_synthetic, "Training")[:4]
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    dataset = LesionDataset(samples, train_transform(S, R, mean, std, color_constancy=6), roi=None)
+    device_set = DeviceTrainSet(dataset, "cpu", size=S, mean=mean, std=std)
+    preprocess = dataset.transform.transforms[0]
+    for row, sample in enumerate(samples):
+        stored = device_set.images[device_set.rows[row]]
+        expected = shades_of_gray(preprocess(read_sample(sample))["image"].as_subclass(torch.Tensor))
+        assert torch.equal(stored, expected)
+    assert TrainConfig(data_on_device=True, color_constancy=6).color_constancy == 6  # not refused

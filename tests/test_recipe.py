@@ -23,6 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
     [
         ({"crop_scale": 0.0}, "crop_scale = 0.0 must lie in"),
         ({"color_jitter": 1.0}, "color_jitter = 1.0 must lie in"),
+        ({"color_constancy": 0.5}, "color_constancy = 0.5 must be 0"),
         ({"label_smoothing": 0.5}, "label_smoothing = 0.5 must lie in"),
         ({"mixup": -1.0}, "mixup = -1.0 must be >= 0"),
         ({"mixup": 0.2, "roi": "lesion"}, "no ROI mask fits"),
@@ -47,6 +48,7 @@ def test_the_defaults_are_the_papers_protocol() -> None:
     )
     assert (config.lr_schedule, config.warmup_epochs, config.ema) == ("step", 0, 0.0)
     assert config.select_epoch == "val_auc"  # the authors kept the best validation AUC
+    assert config.color_constancy == 0.0  # the authors' images keep their colours
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
     assert isinstance(build_scheduler(optimizer, config), torch.optim.lr_scheduler.StepLR)
 

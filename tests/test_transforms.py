@@ -149,3 +149,66 @@ def test_mask_pixels_follow_the_image_through_the_pipeline(isic2017_root):
     assert torch.equal(item["mask"], expected)
     red = round(float(item["image"][0].mean()) * 255)
     assert abs(red - 50) <= 2  # image 5 of conftest has red = 10 * 5: the right image came with the mask
+
+
+def _textured(seed: int = 0, side: int = 40) -> torch.Tensor:
+    """A float image in [0.1, 0.7] with a lesion-like darker blob: a scene to put colour casts on."""
+    g = torch.Generator().manual_seed(seed)
+    base = 0.4 + 0.3 * (torch.rand(1, side, side, generator=g) - 0.5) * 2
+    yy, xx = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    blob = ((yy - side / 2) ** 2 + (xx - side / 2) ** 2 < (side / 4) ** 2).float()
+    return (base * (1 - 0.5 * blob)).expand(3, side, side).clone()
+
+
+def test_shades_of_gray_leaves_a_grey_image_alone_and_removes_a_colour_cast():
+    from attnmel.data import shades_of_gray
+
+    grey = (_textured() * 255).round().to(torch.uint8)
+    assert torch.equal(shades_of_gray(grey), grey)  # a grey light: gain 1 on every channel
+    cast = torch.tensor([1.0, 0.75, 0.55]).view(3, 1, 1)  # a warm dermoscope light
+    corrected = shades_of_gray(_textured() * cast)
+    illuminant = corrected.pow(6).mean(dim=(-2, -1)).pow(1 / 6)
+    assert torch.allclose(illuminant, illuminant.mean().expand(3), rtol=1e-4)  # the light is grey again
+    # the scene under both lights comes out the same up to one brightness factor
+    ratio = corrected / _textured()
+    assert torch.allclose(ratio, ratio.mean().expand_as(ratio), rtol=1e-4)
+    batch = torch.stack([_textured(0) * cast, _textured(1)])  # (N, 3, H, W): each image has its own light
+    assert torch.allclose(shades_of_gray(batch)[0], corrected) and torch.allclose(
+        shades_of_gray(batch)[1], shades_of_gray(_textured(1))
+    )
+
+
+def test_shades_of_gray_refuses_what_it_cannot_correct():
+    from attnmel.data import shades_of_gray
+
+    with pytest.raises(ValueError, match="p >= 1, got 0.5"):
+        shades_of_gray(torch.zeros(3, 4, 4), p=0.5)
+    with pytest.raises(ValueError, match=r"RGB images, got shape \(1, 4, 4\)"):
+        shades_of_gray(torch.zeros(1, 4, 4))
+    black = torch.zeros(3, 4, 4, dtype=torch.uint8)
+    assert torch.equal(shades_of_gray(black), black)  # no light to estimate: left as it is
+
+
+def test_colour_constancy_makes_evaluation_inputs_independent_of_the_light():
+    from attnmel.data.transforms import ShadesOfGray
+
+    scene = _textured(side=64)
+    cast = torch.tensor([1.0, 0.8, 0.6]).view(3, 1, 1)
+    plain = {"image": tv_tensors.Image((scene * 255).round().to(torch.uint8))}
+    warm = {"image": tv_tensors.Image((scene * cast * 255).round().to(torch.uint8))}
+    identity = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # look at the [0, 1] pixels themselves
+
+    def channel_ratios(transform) -> torch.Tensor:
+        """Per channel, the mean of plain / warm pixels: equal across channels = only brightness differs."""
+        return (transform(plain)["image"] / transform(warm)["image"].clamp_min(1e-3)).mean(dim=(-2, -1))
+
+    paper = channel_ratios(eval_transform(32, 40, **identity))
+    corrected = channel_ratios(eval_transform(32, 40, **identity, color_constancy=6))
+    assert paper[2] / paper[0] > 1.5  # without it the cast reaches the network
+    assert torch.allclose(corrected, corrected.mean().expand(3), rtol=0.02)  # with it, one brightness factor
+    preprocess, rest = split_preprocess(train_transform(32, 40, color_constancy=6))
+    # Preprocess stays first, so the pipeline is still cacheable
+    assert isinstance(preprocess, Preprocess) and isinstance(rest.transforms[0], ShadesOfGray)
+    pair = _pair(50, 50)
+    out = train_transform(32, 40, color_constancy=6)(pair)
+    assert set(out["mask"].unique().tolist()) <= {0.0, 1.0}  # masks pass through the colour step

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from .dataset import LesionDataset, read_sample, roi_target
-from .transforms import split_preprocess
+from .transforms import ShadesOfGray, shades_of_gray, split_preprocess
 
 __all__ = ["DeviceTrainSet", "draw_augmentation", "augment_indices", "device_augmentation_problem"]
 
@@ -94,7 +94,7 @@ class DeviceTrainSet:
         std: Sequence[float],
         channels_last: bool = False,
     ) -> None:
-        preprocess, _ = split_preprocess(dataset.transform)
+        preprocess, rest = split_preprocess(dataset.transform)
         if preprocess is None:
             raise ValueError(
                 "a DeviceTrainSet needs a transform that starts with Preprocess (train_transform)"
@@ -123,6 +123,9 @@ class DeviceTrainSet:
             rows.append(slots[sample.image_id])
         self.rows = torch.tensor(rows, dtype=torch.long, device=self.device)  # dataset index -> stored image
         self.images = torch.stack(images).to(self.device)  # (U, 3, R, R) uint8
+        constancy = _constancy_step(rest)
+        if constancy is not None:  # deterministic per image: done once here, as the loader does per item
+            self.images = shades_of_gray(self.images, constancy.p)
         self.masks = (torch.stack(masks) > 0).to(torch.uint8).to(self.device)  # (U, 1, R, R) {0, 1}
         self.dermo = (torch.stack(dermo) > 0).to(torch.uint8).to(self.device) if dermo else None
         self.has_mask = torch.tensor(has_mask, device=self.device)  # (U,)
@@ -163,6 +166,12 @@ class DeviceTrainSet:
         dermo = _gather(self.dermo, stored, index, self.size).float() if self.dermo is not None else None
         roi = roi_target(self.roi, mask, has_mask, dermo)
         return {"image": image, "label": self.labels[stored], "mask": mask, "has_mask": has_mask, "roi": roi}
+
+
+def _constancy_step(rest: Any) -> ShadesOfGray | None:
+    """The ShadesOfGray step that follows Preprocess in a training transform, if it has one."""
+    steps = getattr(rest, "transforms", [])
+    return steps[0] if steps and isinstance(steps[0], ShadesOfGray) else None
 
 
 def device_augmentation_problem(crop_scale: float, color_jitter: float) -> str | None:

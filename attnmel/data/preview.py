@@ -14,7 +14,7 @@ from torchvision.transforms import v2
 
 from .dataset import read_sample
 from .samples import Sample
-from .transforms import Preprocess, colour_jitter, train_geometry
+from .transforms import Preprocess, train_augmentation
 
 __all__ = ["preview_sample", "training_views"]
 
@@ -43,14 +43,19 @@ def training_views(
     *,
     crop_scale: float = 1.0,
     color_jitter: float = 0.0,
+    color_constancy: float = 0.0,
 ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
     """The full-size image and ``n`` random training views (crop, 90-degree rotation, flips) with their masks;
-    ``crop_scale`` and ``color_jitter`` add the from-scratch recipe's scale and colour jitter."""
+    ``crop_scale``, ``color_jitter`` and ``color_constancy`` add the from-scratch recipe's scale and colour
+    jitter and its Shades of Gray correction."""
     parts = read_sample(sample)
     if "mask" not in parts:
         parts["mask"] = torch.zeros((1, *parts["image"].shape[-2:]), dtype=torch.uint8)
-    jitter = [colour_jitter(color_jitter)] if color_jitter > 0 else []
-    geometry = v2.Compose([*train_geometry(size, resize, crop_scale=crop_scale), *jitter])
+    geometry = v2.Compose(
+        train_augmentation(
+            size, resize, crop_scale=crop_scale, color_jitter=color_jitter, color_constancy=color_constancy
+        )
+    )
     torch.manual_seed(seed)
     views, masks = [], []
     for _ in range(n):

@@ -41,7 +41,10 @@ __all__ = [
     "preprocess_transform",
     "train_transform",
     "train_geometry",
+    "train_augmentation",
     "colour_jitter",
+    "ShadesOfGray",
+    "shades_of_gray",
     "eval_transform",
     "eval_geometry",
     "split_preprocess",
@@ -97,6 +100,49 @@ class BinariseMasks(v2.Transform):
         return tv_tensors.wrap((inpt > 0).to(torch.float32), like=inpt)
 
 
+def shades_of_gray(image: torch.Tensor, p: float = 6.0) -> torch.Tensor:
+    """Shades of Gray colour constancy (Finlayson & Trezzi 2004) of ``(..., 3, H, W)`` images, uint8 or float
+    in [0, 1]: each channel is divided by its share of the illuminant, estimated as the channel's L^p mean.
+
+    A grey-balanced image is left as it is; a colour cast of the dermoscope's light is removed, so lesions taken
+    under different lights look alike. ``p = 1`` is grey world, large ``p`` tends to max-RGB; 6 is the value of
+    Barata et al. (2015) for dermoscopy. An all-black channel keeps gain 1. The dtype is kept (uint8 rounds).
+    """
+    if p < 1:
+        raise ValueError(f"Shades of Gray needs p >= 1, got {p}")
+    if image.ndim < 3 or image.shape[-3] != 3:
+        raise ValueError(f"Shades of Gray needs (..., 3, H, W) RGB images, got shape {tuple(image.shape)}")
+    integer = image.dtype == torch.uint8
+    if not (integer or image.is_floating_point()):
+        raise TypeError(f"Shades of Gray needs uint8 or float images, got {image.dtype}")
+    x = image.to(torch.float32) / 255.0 if integer else image.to(torch.float32)
+    illuminant = x.pow(p).mean(dim=(-2, -1), keepdim=True).pow(1.0 / p)  # (..., 3, 1, 1)
+    white = illuminant.square().sum(dim=-3, keepdim=True).sqrt() / 3**0.5  # a grey light of the same norm
+    gain = torch.where(illuminant > 0, white / illuminant.clamp_min(1e-12), torch.ones_like(illuminant))
+    out = (x * gain).clamp(0.0, 1.0)
+    return (out * 255.0).round().to(torch.uint8) if integer else out.to(image.dtype)
+
+
+class ShadesOfGray(v2.Transform):
+    """:func:`shades_of_gray` as a pipeline step: images are colour-corrected, masks pass through."""
+
+    _transformed_types = (tv_tensors.Image,)
+
+    def __init__(self, p: float = 6.0) -> None:
+        super().__init__()
+        if p < 1:
+            raise ValueError(f"Shades of Gray needs p >= 1, got {p}")
+        self.p = p
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        return tv_tensors.wrap(shades_of_gray(inpt, self.p), like=inpt)
+
+
+def _constancy(p: float) -> list[v2.Transform]:
+    """The colour-constancy step after preprocessing (none when ``p`` is 0): train and eval share it."""
+    return [ShadesOfGray(p)] if p > 0 else []
+
+
 class Preprocess(v2.Compose):
     """The deterministic, once-per-image step: centre crop ``fraction * min(H, W)``, resize to ``resize``."""
 
@@ -135,6 +181,7 @@ def train_transform(
     *,
     crop_scale: float = 1.0,
     color_jitter: float = 0.0,
+    color_constancy: float = 0.0,
 ) -> v2.Compose:
     """Training pipeline: preprocess, random crop ``size``, random 90-degree rotation, flips, float, normalise.
 
@@ -144,9 +191,28 @@ def train_transform(
         mean, std: per-channel normalisation (:data:`ISIC2017_MEAN` / :data:`ISIC2017_STD` by default).
         crop_scale, color_jitter: the from-scratch recipe's augmentation (:func:`train_geometry`,
             :func:`colour_jitter`); the defaults are the paper's pipeline.
+        color_constancy: the ``p`` of :class:`ShadesOfGray`, applied to the whole preprocessed image before the
+            crop (as in :func:`eval_transform`); 0 = off, the paper's pipeline.
     """
+    augmentation = train_augmentation(
+        size, resize, crop_scale=crop_scale, color_jitter=color_jitter, color_constancy=color_constancy
+    )
+    return v2.Compose([*augmentation, *_finish(mean, std)])
+
+
+def train_augmentation(
+    size: int = 224,
+    resize: int | None = 256,
+    *,
+    crop_scale: float = 1.0,
+    color_jitter: float = 0.0,
+    color_constancy: float = 0.0,
+) -> list[v2.Transform]:
+    """The uint8 part of the training pipeline (what previews show): preprocess, colour constancy, the geometry
+    of :func:`train_geometry`, colour jitter (arguments as :func:`train_transform`)."""
     jitter = [colour_jitter(color_jitter)] if color_jitter > 0 else []
-    return v2.Compose([*train_geometry(size, resize, crop_scale=crop_scale), *jitter, *_finish(mean, std)])
+    preprocess, *geometry = train_geometry(size, resize, crop_scale=crop_scale)
+    return [preprocess, *_constancy(color_constancy), *geometry, *jitter]
 
 
 def train_geometry(
@@ -187,9 +253,12 @@ def eval_transform(
     resize: int | None = 256,
     mean: Sequence[float] = ISIC2017_MEAN,
     std: Sequence[float] = ISIC2017_STD,
+    *,
+    color_constancy: float = 0.0,
 ) -> v2.Compose:
     """Evaluation pipeline: preprocess, centre crop ``size``, float, normalise (arguments as :func:`train_transform`)."""
-    return v2.Compose([*eval_geometry(size, resize), *_finish(mean, std)])
+    preprocess, *geometry = eval_geometry(size, resize)
+    return v2.Compose([preprocess, *_constancy(color_constancy), *geometry, *_finish(mean, std)])
 
 
 def eval_geometry(size: int = 224, resize: int | None = 256) -> list[v2.Transform]:
