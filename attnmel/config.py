@@ -596,7 +596,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "ema": 0.998,
     },
     # The same recipe at 128 px on 2 CPU cores: 12 epochs of one pass (3,122 images; about 150 s an epoch with
-    # bf16 on 2 idle cores, 30 min in all). Measured on ISIC 2017 Test_v2: see the README.
+    # bf16 on 2 idle cores, 30 min in all; 880-1120 s an epoch on 2 cores with AVX2 only, about 3.7 h). Measured on
+    # ISIC 2017 Test_v2: see the README.
     "scratch-cpu": {
         **_SCRATCH,
         "image_size": 128,
