@@ -624,14 +624,16 @@ def seeds_markdown(rows: Sequence[Mapping[str, Any]], reference: str | None = No
 
 
 def paired_verdict(name: str, reference: str, diff: Mapping[str, Any] | None, metric: str = "AUC") -> str:
-    """One sentence on a paired difference ``name - reference``: which way it goes, or that the seeds cannot
-    tell (an interval containing 0, or fewer than two seeds)."""
+    """One sentence on a paired difference ``name - reference``: which way it goes, that the seeds cannot tell
+    (an interval containing 0, or fewer than two seeds), or that every seed scored the same."""
     if diff is None or diff.get("mean") is None:
         return f"{name} vs {reference}: no common seeds."
     value = f"{diff['mean']:+.3f}"
     if diff.get("ci") is None:
         return f"{name} vs {reference}: {metric} {value} on one seed; it takes two or more to judge."
     low, high = diff["ci"]
+    if low == high == 0:  # every seed scored the same, e.g. a step whose setting changed nothing here
+        return f"{name} vs {reference}: the same {metric} in all {diff['n']} seeds; here it changed nothing."
     interval = f"{value} [{low:+.3f}, {high:+.3f}] over {diff['n']} seeds"
     if low > 0:
         return f"**{name} beats {reference}**: {metric} {interval}, an interval above 0."

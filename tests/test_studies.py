@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from attnmel import experiments, interpret
+from attnmel import experiments, interpret, metrics
 from attnmel.config import TrainConfig
 
 
@@ -71,6 +71,11 @@ def test_paired_verdict_reads_the_interval() -> None:
     assert "**A falls behind B**" in experiments.paired_verdict("A", "B", below)
     assert "cannot tell them apart" in experiments.paired_verdict("A", "B", across)
     assert "two or more" in experiments.paired_verdict("A", "B", {"mean": 0.1, "ci": None, "n": 1})
+    same = metrics.paired_difference({0: 0.8, 1: 0.7}, {0: 0.8, 1: 0.7})  # e.g. a step that changed nothing
+    assert (
+        experiments.paired_verdict("A", "B", same)
+        == "A vs B: the same AUC in all 2 seeds; here it changed nothing."
+    )
     rows = [{"method": "B", "diff": None}, {"method": "A", "diff": below}]
     assert experiments.seeds_findings(rows, "B").splitlines() == [
         f"- {experiments.paired_verdict('A', 'B', below)}"

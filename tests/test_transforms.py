@@ -180,9 +180,12 @@ def test_shades_of_gray_leaves_a_grey_image_alone_and_removes_a_colour_cast():
 
 def test_shades_of_gray_refuses_what_it_cannot_correct():
     from attnmel.data import shades_of_gray
+    from attnmel.data.transforms import ShadesOfGray
 
     with pytest.raises(ValueError, match="p >= 1, got 0.5"):
         shades_of_gray(torch.zeros(3, 4, 4), p=0.5)
+    with pytest.raises(ValueError, match="p >= 1, got nan"):
+        ShadesOfGray(float("nan"))  # the pipeline step refuses at construction
     with pytest.raises(ValueError, match=r"RGB images, got shape \(1, 4, 4\)"):
         shades_of_gray(torch.zeros(1, 4, 4))
     black = torch.zeros(3, 4, 4, dtype=torch.uint8)

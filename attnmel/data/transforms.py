@@ -100,6 +100,12 @@ class BinariseMasks(v2.Transform):
         return tv_tensors.wrap((inpt > 0).to(torch.float32), like=inpt)
 
 
+def _check_shades_p(p: float) -> None:
+    """Shades of Gray's norm must be a number >= 1 (NaN refused too)."""
+    if not p >= 1:
+        raise ValueError(f"Shades of Gray needs p >= 1, got {p}")
+
+
 def shades_of_gray(image: torch.Tensor, p: float = 6.0) -> torch.Tensor:
     """Shades of Gray colour constancy (Finlayson & Trezzi 2004) of ``(..., 3, H, W)`` images, uint8 or float
     in [0, 1]: each channel is divided by its share of the illuminant, estimated as the channel's L^p mean.
@@ -108,8 +114,7 @@ def shades_of_gray(image: torch.Tensor, p: float = 6.0) -> torch.Tensor:
     under different lights look alike. ``p = 1`` is grey world, large ``p`` tends to max-RGB; 6 is the value of
     Barata et al. (2015) for dermoscopy. An all-black channel keeps gain 1. The dtype is kept (uint8 rounds).
     """
-    if p < 1:
-        raise ValueError(f"Shades of Gray needs p >= 1, got {p}")
+    _check_shades_p(p)
     if image.ndim < 3 or image.shape[-3] != 3:
         raise ValueError(f"Shades of Gray needs (..., 3, H, W) RGB images, got shape {tuple(image.shape)}")
     integer = image.dtype == torch.uint8
@@ -130,8 +135,7 @@ class ShadesOfGray(v2.Transform):
 
     def __init__(self, p: float = 6.0) -> None:
         super().__init__()
-        if p < 1:
-            raise ValueError(f"Shades of Gray needs p >= 1, got {p}")
+        _check_shades_p(p)  # at construction, so a bad pipeline fails before the first image
         self.p = p
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
