@@ -865,8 +865,9 @@ def _best_epoch(history: list[dict[str, Any]], metrics: dict[str, Any] | None) -
 
 
 def compare_runs(paths: Sequence[str | Path], split: str | None = None) -> Comparison:
-    """AUC and AP (with their 95% CIs) of several run folders on one split, their best epochs, and the config
-    settings that differ between them.
+    """AUC and AP (with their 95% CIs) of several run folders on one split, their best epochs, the config
+    settings that differ between them, and each later run's AUC minus the first's, paired over the split's
+    images where their predictions files allow (``"auc_vs_first"``).
 
     ``split`` None: the first test split (a configured evaluation split other than validation) for which any of
     the runs has metrics, else the first split any has. A run without metrics for the split gets empty cells
@@ -907,7 +908,61 @@ def compare_runs(paths: Sequence[str | Path], split: str | None = None) -> Compa
         rows.append(row)
     if split is None:
         notes.insert(0, "none of the runs has metrics for any split")
+    elif len(rows) > 1:
+        _paired_auc_differences(folders, read[0][1], split, rows, notes)
     return Comparison(split, rows, settings, notes)
+
+
+def _paired_auc_differences(
+    folders: Sequence[Path],
+    reference_config: dict[str, Any],
+    split: str,
+    rows: list[dict[str, Any]],
+    notes: list[str],
+) -> None:
+    """Each later run's AUC minus the first run's, paired over the split's images (``row["auc_vs_first"]``).
+
+    Reads ``predictions/<split>.csv`` of the runs and the split's labels through the first run's config; a run
+    whose file is absent or covers other images gets no value and a note. The interval is the paired bootstrap
+    over the test images (:func:`attnmel.metrics.paired_bootstrap`): test-set noise only, not training noise.
+    """
+    from attnmel.loaders import load_split
+    from attnmel.metrics import paired_bootstrap, read_predictions_csv
+
+    def predictions(folder: Path) -> tuple[list[str], Any] | None:
+        file = folder / "predictions" / f"{split}.csv"
+        return read_predictions_csv(file) if file.is_file() else None
+
+    reference = predictions(folders[0])
+    others = [predictions(f) for f in folders[1:]]
+    if reference is None or all(o is None for o in others):
+        return  # no predictions to pair: the table keeps its unpaired columns
+    try:
+        config = TrainConfig.from_dict({k: v for k, v in reference_config.items() if k != "resume"})
+        samples = load_split(config, config.resolved_data_root(), split)
+    except (OSError, TypeError, ValueError) as err:  # DataError is a ValueError
+        notes.append(
+            f"no paired AUC differences: the labels of {split} could not be read ({' '.join(str(err).split())})"
+        )
+        return
+    label_of = {sample.image_id: sample.label for sample in samples}
+    ref_ids, ref_prob = reference
+    if any(i not in label_of for i in ref_ids):
+        notes.append(f"no paired AUC differences: {rows[0]['run']}'s predictions name images not in {split}")
+        return
+    y = [label_of[i] for i in ref_ids]
+    for row, other in zip(rows[1:], others, strict=True):
+        if other is None:
+            continue
+        prob_of = dict(zip(*other, strict=True))
+        if set(prob_of) != set(ref_ids):
+            notes.append(
+                f"{row['run']}: its {split} predictions cover other images than {rows[0]['run']}'s; not paired"
+            )
+            continue
+        row["auc_vs_first"] = paired_bootstrap(
+            y, [prob_of[i] for i in ref_ids], ref_prob, "auc", config.n_boot or 1000
+        )
 
 
 def _cell(value: Any) -> str:
@@ -916,11 +971,17 @@ def _cell(value: Any) -> str:
 
 def comparison_markdown(comparison: Comparison) -> str:
     """A Markdown table of :func:`compare_runs` (empty cells where a run lacks the split), notes below."""
-    header = ["run", f"AUC [95% CI] ({comparison.split})", "AP [95% CI]", "best epoch", *comparison.settings]
+    paired = any("auc_vs_first" in r for r in comparison.rows)
+    header = ["run", f"AUC [95% CI] ({comparison.split})", "AP [95% CI]"]
+    header += [f"AUC − {comparison.rows[0]['run']} [paired 95% CI]"] if paired else []
+    header += ["best epoch", *comparison.settings]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in comparison.rows:
         cells = [r["run"]]
         cells += ["" if r[k] is None else format_metric(r[k], r[f"{k}_ci"]) for k in ("auc", "ap")]
+        if paired:
+            d = r.get("auc_vs_first")
+            cells += ["" if d is None else f"{d['diff']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"]
         cells += [_cell(r["best_epoch"])] + [_cell(r[k]) for k in comparison.settings]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines += [""] + [f"Note: {n}" for n in comparison.notes] if comparison.notes else []
@@ -932,14 +993,20 @@ def comparison_csv(comparison: Comparison) -> str:
     import csv
     import io
 
-    columns = ["run", "split", "n", "auc", "auc_low", "auc_high", "ap", "ap_low", "ap_high", "best_epoch"]
-    columns += comparison.settings
+    paired = any("auc_vs_first" in r for r in comparison.rows)
+    columns = ["run", "split", "n", "auc", "auc_low", "auc_high", "ap", "ap_low", "ap_high"]
+    columns += ["auc_vs_first", "auc_vs_first_low", "auc_vs_first_high"] if paired else []
+    columns += ["best_epoch", *comparison.settings]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
     for r in comparison.rows:
         values = [r["run"], r["split"], r["n"], r["auc"], *(r["auc_ci"] or (None, None))]
-        values += [r["ap"], *(r["ap_ci"] or (None, None)), r["best_epoch"]]
+        values += [r["ap"], *(r["ap_ci"] or (None, None))]
+        if paired:
+            d = r.get("auc_vs_first")
+            values += [None, None, None] if d is None else [d["diff"], *d["ci"]]
+        values += [r["best_epoch"]]
         values += [r[k] for k in comparison.settings]
         writer.writerow(["" if v is None else v for v in values])
     return buffer.getvalue()

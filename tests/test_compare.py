@@ -7,17 +7,20 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from attnmel.cli import main
 from attnmel.config import TrainConfig
 from attnmel.experiments import NotARunFolder, compare_runs, comparison_csv, comparison_markdown
+from attnmel.metrics import write_predictions_csv
 
 
 def make_run(folder: Path, metrics: dict[str, dict], best: int = 2, **config) -> Path:
     """A run folder as fit leaves it, as far as compare reads it: config.json, history.json, metrics/."""
     folder.mkdir(parents=True)
-    cfg = TrainConfig(dataset="synthetic", run_dir=str(folder), **config)
+    cfg = TrainConfig(**{"dataset": "synthetic", **config}, run_dir=str(folder))
     (folder / "config.json").write_text(json.dumps(cfg.to_dict()))
     history = [{"epoch": e, "val_auc": 0.5 + e / 10, "is_best": e == best} for e in (1, 2, 3)]
     (folder / "history.json").write_text(json.dumps(history))
@@ -103,4 +106,57 @@ def test_cli_compare(runs, tmp_path, capsys) -> None:
         len(err) == 1
         and err[0].startswith("attnmel compare: error: ")
         and "junk is not a run folder" in err[0]
+    )
+
+
+def test_runs_with_predictions_get_the_paired_auc_difference(tmp_path, make_isic2017_layout) -> None:
+    labels = [1, 0, 0, 1, 0, 0, 1, 0, 0, 0]
+    root = make_isic2017_layout(
+        tmp_path / "isic", "Test_v2", [(m, 0) for m in labels], masks=False, dermo=False
+    )
+    ids = [f"ISIC_{i:07d}" for i in range(len(labels))]
+    scores = {
+        "good": [0.9, 0.1, 0.2, 0.8, 0.3, 0.1, 0.7, 0.2, 0.4, 0.1],
+        "worse": [0.6, 0.1, 0.7, 0.8, 0.3, 0.1, 0.2, 0.9, 0.4, 0.1],
+        "other-images": [0.5] * 9,
+    }
+    folders = []
+    for name, prob in scores.items():
+        metrics = {"Test_v2": {"auc": 0.5, "auc_ci": None, "ap": 0.5, "ap_ci": None}}
+        folder = make_run(tmp_path / name, metrics, dataset="isic2017", data_root=str(root), n_boot=500)
+        write_predictions_csv(folder / "predictions" / "Test_v2.csv", ids[: len(prob)][::-1], prob[::-1])
+        folders.append(folder)
+    comparison = compare_runs(folders)
+    good, worse, other = comparison.rows
+    expected = roc_auc_score(labels, scores["worse"]) - roc_auc_score(labels, scores["good"])
+    assert "auc_vs_first" not in good and "auc_vs_first" not in other
+    assert worse["auc_vs_first"]["diff"] == pytest.approx(expected) and expected < 0
+    low, high = worse["auc_vs_first"]["ci"]
+    assert low <= expected <= high and worse["auc_vs_first"]["n_boot"] == 500
+    assert comparison.notes == [
+        "other-images: its Test_v2 predictions cover other images than good's; not paired"
+    ]
+    lines = comparison_markdown(comparison).splitlines()
+    assert lines[0].startswith(
+        "| run | AUC [95% CI] (Test_v2) | AP [95% CI] | AUC − good [paired 95% CI] | best"
+    )
+    assert lines[3].split(" | ")[3] == f"{expected:+.3f} [{low:+.3f}, {high:+.3f}]"
+    rows = list(csv.DictReader(io.StringIO(comparison_csv(comparison))))
+    assert float(rows[1]["auc_vs_first"]) == pytest.approx(expected) and rows[0]["auc_vs_first"] == ""
+    np.testing.assert_allclose([float(rows[1]["auc_vs_first_low"])], [low])
+
+
+def test_paired_differences_need_the_labels(tmp_path) -> None:
+    metrics = {"Test_v2": {"auc": 0.5, "auc_ci": None, "ap": 0.5, "ap_ci": None}}
+    folders = [
+        make_run(tmp_path / n, metrics, dataset="isic2017", data_root=str(tmp_path / "gone")) for n in "ab"
+    ]
+    for folder in folders:
+        write_predictions_csv(
+            folder / "predictions" / "Test_v2.csv", ["ISIC_0000000", "ISIC_0000001"], [0.2, 0.7]
+        )
+    comparison = compare_runs(folders)
+    assert all("auc_vs_first" not in r for r in comparison.rows)
+    assert len(comparison.notes) == 1 and comparison.notes[0].startswith(
+        "no paired AUC differences: the labels of Test_v2 could not be read ("
     )

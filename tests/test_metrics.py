@@ -18,6 +18,7 @@ from attnmel.metrics import (
     bootstrap_ci,
     bootstrap_distribution,
     calibration,
+    paired_bootstrap,
     pr_curve_points,
     read_predictions_csv,
     roc_curve_points,
@@ -175,6 +176,27 @@ def test_bootstrap_errors():
         bootstrap_ci(Y8, P8, "f1")
     with pytest.raises(ValueError, match="alpha"):
         bootstrap_ci(Y8, P8, alpha=1.5)
+
+
+def test_paired_bootstrap_scores_both_predictors_on_the_same_resamples():
+    y, a = _toy(400, 6)
+    rng = np.random.default_rng(0)
+    b = np.clip(a + rng.normal(0, 0.03, a.shape), 0, 1)  # a noisier copy: the two rank cases alike
+    for metric, reference in (("auc", roc_auc_score), ("ap", average_precision_score)):
+        result = paired_bootstrap(y, a, b, metric, n_boot=500, seed=1)
+        assert result["diff"] == pytest.approx(reference(y, a) - reference(y, b), abs=1e-12)
+        low, high = result["ci"]
+        assert low < result["diff"] < high and (result["n"], result["n_boot"]) == (400, 500)
+        same = bootstrap_distribution(y, a, metric, 500, 1) - bootstrap_distribution(y, b, metric, 500, 1)
+        assert (low, high) == tuple(np.quantile(same, [0.025, 0.975]))
+    unpaired = [bootstrap_ci(y, p, "auc", n_boot=500, seed=1) for p in (a, b)]
+    paired = paired_bootstrap(y, a, b, "auc", n_boot=500, seed=1)["ci"]
+    assert paired[1] - paired[0] < (unpaired[0][1] - unpaired[0][0]) / 2  # pairing cancels the shared noise
+    assert paired_bootstrap(y, a, a)["ci"] == [0.0, 0.0]
+    with pytest.raises(ValueError, match="different lengths"):
+        paired_bootstrap(y, a, b[:-1])
+    with pytest.raises(ValueError, match="metric must be 'auc' or 'ap'"):
+        paired_bootstrap(y, a, b, "f1")
 
 
 def test_summarise_is_strict_json():
