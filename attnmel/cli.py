@@ -513,6 +513,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             print(f"{r.path}\t{r.probability:.4f}" + (f"\t{r.overlay}" if r.overlay else ""))
         else:
             print(f"{PROG} predict: error: {r.error}", file=sys.stderr)
+    renamed = [r for r in results if r.image_id != r.path.stem]
+    if renamed:
+        print(
+            f"{PROG} predict: note: {len(renamed)} input(s) share a file name with an earlier one; the ISIC table "
+            f"and the overlays call them {', '.join(f'{r.path} -> {r.image_id}' for r in renamed[:3])}"
+            + (", ..." if len(renamed) > 3 else ""),
+            file=sys.stderr,
+        )
     failed = sum(not r.ok for r in results)
     if failed:
         print(f"{PROG} predict: {failed} of {len(results)} image(s) failed", file=sys.stderr)

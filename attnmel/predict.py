@@ -35,6 +35,7 @@ __all__ = [
     "PredictResult",
     "predict_images",
     "expand_image_paths",
+    "unique_image_ids",
     "load_image_rgb",
     "IMAGE_SUFFIXES",
     "TABLE",
@@ -56,6 +57,11 @@ class PredictResult:
     probability: float | None = None
     overlay: Path | None = None
     error: str | None = None
+    image_id: str = ""  # the file stem, made unique (``x``, ``x_2``) when several inputs share one
+
+    def __post_init__(self) -> None:
+        if not self.image_id:
+            object.__setattr__(self, "image_id", self.path.stem)
 
     @property
     def ok(self) -> bool:
@@ -107,12 +113,12 @@ def predict_images(
     overlays: bool = True,
     tta: bool = False,
 ) -> list[PredictResult]:
-    """Melanoma probability and an overlay PNG (``<out_dir>/<stem>_attention.png``) for each image file.
+    """Melanoma probability and an overlay PNG (``<out_dir>/<image_id>_attention.png``) for each image file.
 
     ``paths`` may name folders (their image files) and glob patterns: :func:`expand_image_paths`. Writes
     ``<out_dir>/predictions.csv`` (``path,melanoma,error``: every input, failures with their reason) and
-    ``<out_dir>/predictions_isic.csv`` (``image_id,melanoma``, the ISIC challenge format, image_id = the file
-    stem, for the images that were read). A file that cannot be read is reported in its result's ``error``
+    ``<out_dir>/predictions_isic.csv`` (``image_id,melanoma``, the ISIC challenge format, for the images that were
+    read; image_id is the file stem, made unique by :func:`unique_image_ids` when inputs share one). A file that cannot be read is reported in its result's ``error``
     (one line naming the file) and the others are still processed. ``tta``: the
     probability is the mean over the 8 dihedral views (:mod:`attnmel.tta`); the overlay shows the input's maps.
     """
@@ -141,12 +147,13 @@ def predict_images(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results: list[PredictResult] = []
-    used: set[str] = set()
-    for path in bar(files, desc="predict", unit="img"):
+    for path, image_id in bar(
+        list(zip(files, unique_image_ids(files), strict=True)), desc="predict", unit="img"
+    ):
         try:
             rgb = load_image_rgb(path)  # (H, W, 3) uint8
         except (DataError, OSError, ValueError) as err:
-            results.append(PredictResult(path, error=_one_line(err, path)))
+            results.append(PredictResult(path, error=_one_line(err, path), image_id=image_id))
             continue
         x = transform(
             tv_tensors.Image(torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous())
@@ -161,20 +168,15 @@ def predict_images(
                 probability = float(tta_probabilities(model, x, logits)[0])
         overlay_path = None
         if overlays:
-            name = path.stem
-            k = 2
-            while name in used:
-                name, k = f"{path.stem}_{k}", k + 1
-            used.add(name)
             crop = (
                 x[0].cpu() * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
             )  # (3, S, S)
             crop_u8 = (crop.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)  # (S, S, 3)
             overlay_path = atomic_write_bytes(
-                out / f"{name}_attention.png",
+                out / f"{image_id}_attention.png",
                 _overlay_png(crop_u8, {k: v.cpu() for k, v in maps.items()}, probability),
             )
-        results.append(PredictResult(path, probability, overlay_path))
+        results.append(PredictResult(path, probability, overlay_path, image_id=image_id))
     table = io.StringIO()
     writer = csv.writer(table, lineterminator="\n")  # quotes paths and errors holding , " or newlines
     writer.writerow(["path", "melanoma", "error"])
@@ -186,9 +188,23 @@ def predict_images(
     writer.writerow(["image_id", "melanoma"])
     for r in results:
         if r.ok:
-            writer.writerow([r.path.stem, repr(r.probability)])
+            writer.writerow([r.image_id, repr(r.probability)])
     atomic_write_text(out / ISIC_TABLE, isic.getvalue())
     return results
+
+
+def unique_image_ids(paths: Sequence[Path]) -> list[str]:
+    """Each path's stem, with ``_2``, ``_3``, ... after the second and later uses of a stem (``a/x.jpg`` and
+    ``b/x.png`` become ``x`` and ``x_2``), so the ISIC table and the overlay files name every input once."""
+    used: set[str] = set()
+    ids = []
+    for path in paths:
+        name, k = path.stem, 2
+        while name in used:
+            name, k = f"{path.stem}_{k}", k + 1
+        used.add(name)
+        ids.append(name)
+    return ids
 
 
 def expand_image_paths(items: Sequence[str | os.PathLike]) -> list[Path]:

@@ -102,3 +102,19 @@ def test_predict_command_exit_codes(checkpoint, images, tmp_path, capsys) -> Non
     err_lines = captured.err.strip().splitlines()
     assert err_lines[0].startswith("attnmel predict: error:") and "notes.jpg" in err_lines[0]
     assert "Traceback" not in captured.err
+
+
+def test_inputs_sharing_a_file_name_get_distinct_image_ids(checkpoint, images, tmp_path, capsys) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.open(images / "gray.png").save(other / "plain.png")  # same stem as in/plain.jpg, another image
+    out = tmp_path / "o"
+    argv = ["predict", "--checkpoint", str(checkpoint), "--out-dir", str(out), "--device", "cpu"]
+    assert main([*argv, str(images / "plain.jpg"), str(other / "plain.png")]) == 0
+    err = capsys.readouterr().err
+    assert f"{other / 'plain.png'} -> plain_2" in err
+    isic = list(csv.DictReader((out / "predictions_isic.csv").open()))
+    assert [r["image_id"] for r in isic] == ["plain", "plain_2"]
+    assert (out / "plain_attention.png").is_file() and (out / "plain_2_attention.png").is_file()
+    paths = [r["path"] for r in csv.DictReader((out / "predictions.csv").open())]
+    assert paths == [str(images / "plain.jpg"), str(other / "plain.png")]
