@@ -24,6 +24,28 @@ def test_device_augmentation_on_the_gpu_matches_the_cpu() -> None:
     assert on_gpu.device.type == "cuda" and torch.equal(on_gpu.cpu(), on_cpu)
 
 
+def test_the_recipes_device_augmentation_on_the_gpu_matches_the_cpu() -> None:
+    from torchvision.transforms import v2
+
+    from attnmel.data.device_set import (
+        colour_jitter_batch,
+        draw_colour_jitter,
+        draw_resized_crops,
+        resized_crop_maps,
+    )
+
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    crops = draw_resized_crops(64, 40, (0.35, 1.0), (3 / 4, 4 / 3), generator, "cuda")
+    grid, nearest = resized_crop_maps(crops, 40, 32)
+    grid_cpu, nearest_cpu = resized_crop_maps({k: v.cpu() for k, v in crops.items()}, 40, 32)
+    assert torch.equal(nearest.cpu(), nearest_cpu)
+    torch.testing.assert_close(grid.cpu(), grid_cpu)
+    images = torch.rand(64, 3, 16, 16, device="cuda", generator=generator)
+    draws = draw_colour_jitter(64, v2.ColorJitter(0.2, 0.2, 0.2, 0.02), generator, "cuda")
+    on_cpu = colour_jitter_batch(images.cpu(), {k: v.cpu() for k, v in draws.items()})
+    torch.testing.assert_close(colour_jitter_batch(images, draws).cpu(), on_cpu, atol=1e-5, rtol=0)
+
+
 def test_training_with_the_data_on_the_gpu(tiny_synthetic, tmp_path) -> None:
     from attnmel.trainer import fit
 
@@ -77,8 +99,8 @@ def test_cuda_graph_bench_mode() -> None:
 
 
 def test_training_steps_never_wait_for_the_gpu(tiny_synthetic, tmp_path) -> None:
-    """Batches from the device set, the step, the EMA and the loss sums: no host-device synchronisation
-    (``torch.cuda.set_sync_debug_mode("error")`` raises at the first one)."""
+    """Batches from the device set (with the recipe's resized crop and colour jitter), the step, the EMA and the
+    loss sums: no host-device synchronisation (``torch.cuda.set_sync_debug_mode("error")`` raises at the first)."""
     from attnmel import trainer
     from attnmel.data.device_set import DeviceTrainSet
     from attnmel.device import make_grad_scaler, resolve_precision
@@ -86,7 +108,7 @@ def test_training_steps_never_wait_for_the_gpu(tiny_synthetic, tmp_path) -> None
 
     device = torch.device("cuda")
     config = tiny_config(tiny_synthetic, tmp_path, device="cuda", precision="auto", channels_last=True,
-                         data_on_device=True, ema=0.9, mixup=0.2)  # fmt: skip
+                         data_on_device=True, ema=0.9, mixup=0.2, crop_scale=0.35, color_jitter=0.2)  # fmt: skip
     samples = load_split(config, config.resolved_data_root(), "Training")
     mean, std = normalisation(config.dataset)
     device_set = DeviceTrainSet(make_dataset(config, samples, train=True), device, size=config.image_size,

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The from-scratch GPU target (issue 13): the `scratch` preset (224 px, 40 one-pass epochs, no ImageNet weights)
+# trained on one GPU with the training set on the device, several seeds side by side, then the same with
+# Shades of Gray colour constancy (p = 6) while time is left. Each sweep prints Test_v2 AUC / AP with their 95%
+# intervals per seed and mean +- sd (attnmel train --seeds); the run folders (without checkpoints and caches)
+# are packed into OUT_DIR/runs.tgz for `attnmel compare` and the paired differences.
+#
+#   benchmarks/scratch_gpu.sh ISIC2017_DIR [OUT_DIR]
+#
+# SEEDS (default "0 1 2"), BUDGET_S (seconds for the whole script, default 540: the second sweep starts only
+# when the time left is 1.1x what the first took). QUICK=1 DEVICE=cpu checks the script on a CPU with tiny settings.
+set -uo pipefail
+
+DATA=${1:?usage: benchmarks/scratch_gpu.sh ISIC2017_DIR [OUT_DIR]}
+OUT=${2:-benchmarks/results/scratch-gpu}
+DEVICE=${DEVICE:-cuda}
+PY=${PYTHON:-python}
+SEEDS=(${SEEDS:-0 1 2})
+BUDGET_S=${BUDGET_S:-540}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT" || exit 1
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+
+if [ ! -f "$DATA/ISIC-2017_Training_Part3_GroundTruth.csv" ]; then
+    echo "scratch_gpu: $DATA is not an ISIC 2017 folder (no ISIC-2017_Training_Part3_GroundTruth.csv)" >&2
+    exit 2
+fi
+EXTRA=()
+[ "${QUICK:-0}" = 1 ] && EXTRA=(--epochs 3 --set max_train_samples=64 --set max_eval_samples=32
+                                --set image_size=64 --set resize=73 --num-workers 0)
+mkdir -p "$OUT/runs"
+SUMMARY="$OUT/summary.txt"
+: > "$SUMMARY"
+START=$(date +%s)
+left() { echo $((BUDGET_S - ($(date +%s) - START))); }
+
+$PY -c "import torch; d = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA'; print('torch', torch.__version__, d)" | tee -a "$SUMMARY"
+
+if [ "$DEVICE" = cuda ]; then  # the device path's GPU tests: recipe draws as on the CPU, no host syncs per step
+    timeout 120 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py -k "device_augmentation or never_wait" 2>&1 \
+        | tail -2 | tee -a "$SUMMARY"
+fi
+
+# What the recipe's augmentation adds to each step of a data_on_device run (ms per batch of 32 at 224 px).
+$PY benchmarks/bench_device_augment.py "$DATA" --device "$DEVICE" 2>&1 | tee -a "$SUMMARY"
+
+sweep() {  # sweep NAME [flags...]: the scratch preset over SEEDS, all at once, within the time left
+    local name=$1; shift
+    local t0; t0=$(date +%s)
+    echo "== $name: seeds ${SEEDS[*]} ($(left) s left)" | tee -a "$SUMMARY"
+    timeout "$(left)" $PY -m attnmel train --preset scratch --data-root "$DATA" --device "$DEVICE" --data-on-device \
+        --seeds "${SEEDS[@]}" --parallel "${#SEEDS[@]}" --runs-root "$OUT/runs" --run-name "$name" --no-progress \
+        "${EXTRA[@]}" "$@" > "$OUT/$name.log" 2>&1
+    echo "$name: exit $? in $(( $(date +%s) - t0 )) s" | tee -a "$SUMMARY"
+    tail -12 "$OUT/$name.log" | tee -a "$SUMMARY"
+}
+
+t_first=$(date +%s)
+sweep scratch
+took_first=$(( $(date +%s) - t_first ))
+if [ "$(left)" -ge $((took_first * 11 / 10)) ]; then  # only a sweep that can finish: a killed one leaves nothing
+    sweep scratch-cc6 --color-constancy 6
+else
+    echo "== scratch-cc6 skipped: $(left) s left, the first sweep took $took_first s" | tee -a "$SUMMARY"
+fi
+
+# Throughput of each seed's training (after epoch 1, which includes start-up).
+$PY - "$OUT/runs" <<'EOF' | tee -a "$SUMMARY"
+import json, pathlib, sys
+for history in sorted(pathlib.Path(sys.argv[1]).glob("*/seed-*/history.json")):
+    rows = json.loads(history.read_text())
+    images = sum(r["train_images"] for r in rows[1:])
+    seconds = sum(r["seconds"] for r in rows[1:])
+    if seconds:
+        print(f"{history.parent.parent.name}/{history.parent.name}: {len(rows)} epochs, "
+              f"{images / seconds:.0f} img/s over epochs 2+")
+EOF
+tar -czf "$OUT/runs.tgz" --exclude='*/checkpoints' --exclude='*/cache' -C "$OUT" runs
+rm -rf "$OUT/runs"
+echo "== packed $OUT/runs.tgz ($(du -h "$OUT/runs.tgz" | cut -f1)); summary in $SUMMARY"
