@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from attnmel.concurrent import default_parallel, train_many
+from attnmel.concurrent import child_threads, default_parallel, train_many
 from attnmel.experiments import is_complete
 from tests.helpers import tiny_config
 
@@ -37,6 +37,32 @@ def test_two_runs_train_side_by_side_in_child_processes(tiny_synthetic, tmp_path
     again = train_many(_configs(tiny_synthetic, tmp_path), parallel=2, log=messages.append)
     assert [r.history for r in again.values()] == [r.history for r in runs.values()]
     assert not any("in process" in m for m in messages)
+
+
+def test_children_share_the_cpu_threads_unless_the_environment_sets_them(tmp_path, monkeypatch) -> None:
+    """Each child gets cores // parallel threads (at least 1); an OMP_NUM_THREADS the user set is kept."""
+    import attnmel.concurrent as concurrent
+
+    assert [child_threads(p, cores=16) for p in (1, 3, 4, 32)] == [16, 5, 4, 1]
+    started: list[dict] = []
+
+    class FakeChild:
+        pid = 1
+
+        def __init__(self, args, env, **_kwargs) -> None:
+            started.append(env)
+
+    monkeypatch.setattr(concurrent.subprocess, "Popen", FakeChild)
+    config = tiny_config(tmp_path, tmp_path, run_dir=str(tmp_path / "run"))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    messages: list[str] = []
+    concurrent._start(config, tmp_path, messages.append, threads=3)[2].close()
+    assert started[-1]["OMP_NUM_THREADS"] == "3" and started[-1]["MKL_NUM_THREADS"] == "3"
+    assert "3 CPU thread(s)" in messages[-1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    concurrent._start(config, tmp_path, messages.append, threads=3)[2].close()
+    assert started[-1]["OMP_NUM_THREADS"] == "7" and started[-1]["MKL_NUM_THREADS"] == "3"
 
 
 def test_a_failed_child_is_named_with_its_log_and_the_others_finish(tiny_synthetic, tmp_path) -> None:
