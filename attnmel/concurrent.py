@@ -32,13 +32,17 @@ MAX_PARALLEL = (
 )
 
 
-def default_parallel(config: TrainConfig, n_runs: int) -> int:
+def default_parallel(config: TrainConfig, n_runs: int, cores: int | None = None) -> int:
     """How many runs to train at once: 1 on the CPU (two trainings would only share its cores), and on a GPU
-    up to :data:`MAX_PARALLEL`, as many as the CPU cores can feed (each run's loader workers plus itself)."""
+    up to :data:`MAX_PARALLEL`, as many as the CPU cores can feed: each run's loader workers plus itself, or
+    itself alone when its training set is on the device (its workers then only load the small evaluation
+    splits). Three `scratch` runs side by side on an H200 took 6.5 s an epoch each, about what one run alone of
+    the paper's protocol took (30 one-pass epochs in 203 s): three times the throughput."""
     if n_runs <= 1 or not str(config.device).startswith(("cuda", "auto")) or not torch.cuda.is_available():
         return 1
-    cores = os.cpu_count() or 1
-    return max(1, min(MAX_PARALLEL, n_runs, cores // (config.num_workers + 1)))
+    cores = cores if cores is not None else (os.cpu_count() or 1)
+    per_run = 1 if config.data_on_device else config.num_workers + 1
+    return max(1, min(MAX_PARALLEL, n_runs, cores // per_run))
 
 
 # The thread pools a child's torch, OpenMP and MKL size themselves by (each defaults to every core).

@@ -90,6 +90,18 @@ def test_one_at_a_time_trains_in_this_process_and_bad_requests_are_refused(tiny_
     assert default_parallel(configs[0], 5) == 1  # the CPU path stays sequential
 
 
+def test_a_gpu_trains_as_many_runs_as_the_cores_feed(tmp_path, monkeypatch) -> None:
+    """On a GPU: cores // (workers + 1) runs, or up to MAX_PARALLEL when the training set is on the device."""
+    import attnmel.concurrent as concurrent
+
+    monkeypatch.setattr(concurrent.torch.cuda, "is_available", lambda: True)
+    loader = tiny_config(tmp_path, tmp_path, device="cuda", num_workers=8)
+    assert default_parallel(loader, 3, cores=16) == 1 and default_parallel(loader, 3, cores=32) == 3
+    on_device = loader.replace(data_on_device=True)
+    assert default_parallel(on_device, 3, cores=16) == 3 and default_parallel(on_device, 9, cores=16) == 4
+    assert default_parallel(on_device, 1, cores=16) == 1 and default_parallel(on_device, 3, cores=2) == 2
+
+
 def test_the_command_line_takes_parallel_with_seeds_only(tiny_synthetic, capsys) -> None:
     from attnmel.cli import main
 

@@ -120,6 +120,7 @@ def test_presets(monkeypatch) -> None:
         assert (
             scratch.ema > 0 and scratch.mixup > 0 and scratch.color_jitter > 0 and scratch.warmup_epochs > 0
         )
+    assert TrainConfig.from_preset("scratch").data_on_device  # a loader cannot feed the recipe to a GPU
     assert TrainConfig.from_preset("smoke", epochs=1).epochs == 1
     with pytest.raises(ValueError, match="unknown preset 'fast'; presets are"):
         TrainConfig.from_preset("fast")
