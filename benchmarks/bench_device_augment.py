@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from attnmel.data import isic2017, train_transform
+from attnmel.data import ISIC2017_MEAN, ISIC2017_STD, isic2017, train_transform
 from attnmel.data.dataset import LesionDataset
 from attnmel.data.device_set import DeviceTrainSet
 
@@ -54,8 +54,8 @@ def main() -> None:
             LesionDataset(samples, transform, roi="lesion"),
             device,
             size=args.size,
-            mean=(0.5,) * 3,
-            std=(0.25,) * 3,
+            mean=ISIC2017_MEAN,
+            std=ISIC2017_STD,
             channels_last=True,
         )
         ms = time_batches(device_set, args.batch, args.repeats, device)

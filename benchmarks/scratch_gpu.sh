@@ -32,7 +32,7 @@ mkdir -p "$OUT/runs"
 SUMMARY="$OUT/summary.txt"
 : > "$SUMMARY"
 START=$(date +%s)
-left() { echo $((BUDGET_S - ($(date +%s) - START))); }
+left() { local t=$((BUDGET_S - ($(date +%s) - START))); echo $((t > 1 ? t : 1)); }  # timeout needs > 0
 
 $PY -c "import torch; d = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA'; print('torch', torch.__version__, d)" | tee -a "$SUMMARY"
 

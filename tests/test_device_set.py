@@ -206,7 +206,13 @@ def test_colour_jitter_draws_cover_the_ranges_and_every_order() -> None:
     n = 4800
     jitter = v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02)
     draws = draw_colour_jitter(n, jitter, torch.Generator().manual_seed(0), "cpu")
-    for name, (low, high) in (("brightness", (0.8, 1.2)), ("contrast", (0.8, 1.2)), ("hue", (-0.02, 0.02))):
+    bounds = {
+        "brightness": (0.8, 1.2),
+        "contrast": (0.8, 1.2),
+        "saturation": (0.8, 1.2),
+        "hue": (-0.02, 0.02),
+    }
+    for name, (low, high) in bounds.items():
         values = draws[name]
         assert low <= float(values.min()) < low + 0.01 and high - 0.01 < float(values.max()) <= high, name
     orders = [tuple(o) for o in draws["order"].tolist()]
@@ -247,18 +253,81 @@ def test_a_recipe_batch_crops_turns_jitters_and_keeps_masks_aligned(tiny_synthet
     assert 0 < float(views["mask"].mean()) < 1  # lesion and background both present
 
 
+def test_a_recipe_batch_is_the_v2_view_for_the_same_draws(tiny_synthetic) -> None:
+    """Replaying the batch's draws (resized crop, quarter turns and flips, jitter factors and order) through
+    torchvision's functional ops gives the batch: masks exactly, images away from the view's edge pixels (where
+    the grid reads the image around the crop and v2 clamps to it)."""
+    from attnmel.data import isic2017
+
+    samples = isic2017(tiny_synthetic, "Training")[:8]
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    transform = train_transform(S, R, mean, std, crop_scale=0.35, color_jitter=0.2)
+    device_set = DeviceTrainSet(
+        LesionDataset(samples, transform, roi="lesion"), "cpu", size=S, mean=mean, std=std
+    )
+    indices = torch.arange(8).repeat(4)
+    n = len(indices)
+    batch = device_set.batch(indices, torch.Generator().manual_seed(11))
+    generator = torch.Generator().manual_seed(11)  # the same draws, in the order batch() makes them
+    crop, jitter = device_set.crop, device_set.jitter
+    crops = draw_resized_crops(n, R, tuple(crop.scale), tuple(crop.ratio), generator, "cpu")
+    turns = draw_augmentation(n, S, S, generator, "cpu")
+    colours = draw_colour_jitter(n, jitter, generator, "cpu")
+    turned = 0
+    for i, index in enumerate(indices.tolist()):
+        stored = int(device_set.rows[index])
+        box = [int(crops[name][i]) for name in ("top", "left", "height", "width")]
+        case = [0, 0] + [int(turns[name][i]) for name in ("k", "hflip", "vflip")]
+        image = F.resized_crop(device_set.images[stored].float() / 255, *box, [S, S], antialias=False)
+        image = _v2_view(image, *case)  # crop offsets 0: the S x S view is only turned and flipped
+        factors = {name: float(colours[name][i]) for name in ("brightness", "contrast", "saturation", "hue")}
+        image = _v2_jitter(image, factors, colours["order"][i].tolist())
+        expected = (image - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+        inner = (slice(None), slice(1, -1), slice(1, -1))
+        torch.testing.assert_close(batch["image"][i][inner], expected[inner], atol=3e-3 / min(std), rtol=0)
+        mask = F.resized_crop(device_set.masks[stored], *box, [S, S], interpolation=InterpolationMode.NEAREST)
+        assert torch.equal(batch["mask"][i], _v2_view(mask, *case).float()), i
+        turned += int(case[2] != 0 or case[3] or case[4])
+    assert turned > n // 2  # most views were turned or flipped, so the replay checked the turns and flips
+    device_set.jitter = None  # the same draws without the jitter: the same masks, other colours
+    unjittered = device_set.batch(indices, torch.Generator().manual_seed(11))
+    assert torch.equal(batch["mask"], unjittered["mask"])
+    assert (batch["image"] - unjittered["image"]).abs().max() > 0.05
+
+
 def test_a_step_the_device_path_does_not_run_is_refused_by_name(tiny_synthetic) -> None:
     from attnmel.data import isic2017
 
     samples = isic2017(tiny_synthetic, "Training")[:2]
-    transform = train_transform(S, R)
-    transform.transforms.insert(2, v2.GaussianBlur(3))
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+
+    def build(transform: v2.Compose, size: int = S, **normalisation) -> DeviceTrainSet:
+        normalisation = {"mean": mean, "std": std, **normalisation}
+        return DeviceTrainSet(LesionDataset(samples, transform), "cpu", size=size, **normalisation)
+
+    blurred = train_transform(S, R, mean, std)
+    blurred.transforms.insert(2, v2.GaussianBlur(3))
     with pytest.raises(ValueError, match="cannot run the training transform's step GaussianBlur"):
-        DeviceTrainSet(LesionDataset(samples, transform), "cpu", size=S, mean=(0, 0, 0), std=(1, 1, 1))
+        build(blurred)
     with pytest.raises(ValueError, match=r"crops \(8, 8\), but size = 6"):
-        DeviceTrainSet(
-            LesionDataset(samples, train_transform(S, R)), "cpu", size=6, mean=(0, 0, 0), std=(1, 1, 1)
-        )
+        build(train_transform(S, R, mean, std), size=6)
+    with pytest.raises(ValueError, match=r"normalisation .* must be the given \[0, 0, 0\]"):
+        build(train_transform(S, R, mean, std), mean=[0, 0, 0])
+    unturned = train_transform(S, R, mean, std)
+    del unturned.transforms[2]  # Preprocess, crop, (no quarter turns), flips, ...
+    with pytest.raises(
+        ValueError, match="quarter turns, then horizontal and vertical flips must follow the crop"
+    ):
+        build(unturned)
+    jitter_first = train_transform(S, R, mean, std, crop_scale=0.5, color_jitter=0.2)
+    steps = jitter_first.transforms
+    steps.insert(1, steps.pop(6))  # colour jitter before the crop: contrast would see another view
+    with pytest.raises(ValueError, match="a crop must follow Preprocess"):
+        build(jitter_first)
+    nearest = train_transform(S, R, mean, std, crop_scale=0.5)
+    nearest.transforms[1] = v2.RandomResizedCrop(S, scale=(0.5, 1.0), interpolation=InterpolationMode.NEAREST)
+    with pytest.raises(ValueError, match="must be bilinear"):
+        build(nearest)
     recipe = TrainConfig(data_on_device=True, crop_scale=0.5, color_jitter=0.2)  # no longer refused
     assert recipe.data_on_device and recipe.crop_scale == 0.5
 

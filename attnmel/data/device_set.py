@@ -17,8 +17,11 @@ the steps of the dataset's own training transform (read from it, so the two path
 With the fixed-size crop, steps 1-3 are one pixel permutation per image, computed as one index map and applied
 with a single ``gather``: exact (no resampling), the same pixels the v2 pipeline gives for the same draws, and
 the same distribution of draws (tested in ``tests/test_device_set.py``). A resized crop samples the image
-bilinearly at the crop's pixel centres (``grid_sample``; the v2 pipeline's resize, without its antialiasing
-when a crop is shrunk by at most 256/224) and indexes the masks as its nearest-neighbour resize does.
+bilinearly at the crop's pixel centres (``grid_sample``) and indexes the masks as v2's nearest-neighbour resize
+does (exactly). The images differ from the loader's by small amounts, none of them a different augmentation:
+no antialiasing when a crop is shrunk (by at most 256/224 for ISIC: a mean difference of about 0.002 on [0, 1]);
+at a crop's edge pixels the neighbouring image pixels are read where v2 clamps to the crop; and the jitter works
+in float where the loader's uint8 pipeline rounds down after each operation (its views are about 0.006 darker).
 """
 
 from __future__ import annotations
@@ -258,7 +261,7 @@ class DeviceTrainSet:
             )
         self.device = torch.device(device)
         self.size, self.resize = size, preprocess.resize
-        steps = _augmentation_steps(rest, size)
+        steps = _augmentation_steps(rest, size, mean, std)
         self.crop: v2.RandomResizedCrop | None = steps["crop"]  # None: the paper's fixed-size crop
         self.jitter: v2.ColorJitter | None = steps["jitter"]
         self.roi = dataset.roi
@@ -349,39 +352,71 @@ class DeviceTrainSet:
         return {"image": image, "label": self.labels[stored], "mask": mask, "has_mask": has_mask, "roi": roi}
 
 
-# The steps a training transform may hold after Preprocess, and which of them the device path reads.
-_FIXED_STEPS = (
+# What the device path implements: the steps of :func:`~attnmel.data.transforms.train_transform` after its
+# Preprocess, in this order (constancy and jitter optional).
+_KNOWN_STEPS = (
+    ShadesOfGray,
+    v2.RandomCrop,
+    v2.RandomResizedCrop,
     RandomRotate90,
     v2.RandomHorizontalFlip,
     v2.RandomVerticalFlip,
+    v2.ColorJitter,
     v2.ToDtype,
     v2.Normalize,
     BinariseMasks,
 )
+_AFTER_CROP = (RandomRotate90, v2.RandomHorizontalFlip, v2.RandomVerticalFlip)
+_FINISH = (v2.ToDtype, v2.Normalize, BinariseMasks)
 
 
-def _augmentation_steps(rest: Any, size: int) -> dict[str, Any]:
-    """The crop, colour constancy and colour jitter of a training transform after its Preprocess step; a step
-    the device path does not implement, or a crop of another size, is refused with its name."""
-    found: dict[str, Any] = {"crop": None, "constancy": None, "jitter": None}
-    for step in getattr(rest, "transforms", [rest]):
-        if isinstance(step, v2.RandomResizedCrop):
-            found["crop"] = step
-            crop_size = tuple(step.size)
-        elif isinstance(step, v2.RandomCrop):
-            crop_size = tuple(step.size)
-        elif isinstance(step, ShadesOfGray):
-            found["constancy"] = step
-            continue
-        elif isinstance(step, v2.ColorJitter):
-            found["jitter"] = step
-            continue
-        elif isinstance(step, _FIXED_STEPS):
-            if isinstance(step, (v2.RandomHorizontalFlip, v2.RandomVerticalFlip)) and step.p != 0.5:
-                raise ValueError(f"DeviceTrainSet flips with p = 0.5 only, the transform has {step!r}")
-            continue
-        else:
+def _augmentation_steps(rest: Any, size: int, mean: Sequence[float], std: Sequence[float]) -> dict[str, Any]:
+    """The crop, colour constancy and colour jitter of a training transform after its Preprocess step.
+
+    The transform must be :func:`train_transform`'s: [constancy], a ``size`` crop (fixed, or resized and
+    bilinear with aspect ratios around 1), quarter turns, flips with p = 0.5, [colour jitter], float, the
+    normalisation of ``mean`` / ``std``, masks binarised. Anything else is refused with its name, so the device
+    path never runs other augmentation than the loader would."""
+    steps = list(getattr(rest, "transforms", [rest]))
+    for step in steps:
+        if not isinstance(step, _KNOWN_STEPS):
             raise ValueError(f"DeviceTrainSet cannot run the training transform's step {type(step).__name__}")
-        if crop_size != (size, size):
-            raise ValueError(f"DeviceTrainSet: the transform crops {crop_size}, but size = {size}")
+    names = ", ".join(type(step).__name__ for step in steps)
+
+    def refuse(why: str) -> None:
+        raise ValueError(f"DeviceTrainSet runs train_transform's steps: {why} (the transform has: {names})")
+
+    found: dict[str, Any] = {"crop": None, "constancy": None, "jitter": None}
+    if steps and isinstance(steps[0], ShadesOfGray):
+        found["constancy"] = steps.pop(0)
+    crop = steps.pop(0) if steps else None
+    if not isinstance(crop, (v2.RandomCrop, v2.RandomResizedCrop)):
+        refuse("a crop must follow Preprocess (and colour constancy)")
+    if tuple(crop.size) != (size, size):
+        raise ValueError(f"DeviceTrainSet: the transform crops {tuple(crop.size)}, but size = {size}")
+    if isinstance(crop, v2.RandomResizedCrop):
+        mode = getattr(crop.interpolation, "value", crop.interpolation)  # an InterpolationMode, or its name
+        if str(mode).lower() != "bilinear" or not crop.ratio[0] <= 1 <= crop.ratio[1]:
+            refuse(f"a resized crop must be bilinear with 1 among its aspect ratios, not {crop!r}")
+        found["crop"] = crop
+    elif crop.padding is not None or crop.pad_if_needed:
+        refuse(f"a fixed crop without padding, not {crop!r}")
+    turns = [steps.pop(0) if steps else None for _ in _AFTER_CROP]
+    if not all(isinstance(step, kind) for step, kind in zip(turns, _AFTER_CROP, strict=True)):
+        refuse("quarter turns, then horizontal and vertical flips must follow the crop")
+    if any(step.p != 0.5 for step in turns[1:]):
+        raise ValueError(f"DeviceTrainSet flips with p = 0.5 only, the transform has {turns[1:]!r}")
+    if steps and isinstance(steps[0], v2.ColorJitter):
+        found["jitter"] = steps.pop(0)
+    if len(steps) != len(_FINISH) or not all(isinstance(s, k) for s, k in zip(steps, _FINISH, strict=True)):
+        refuse("float, normalise and binarise masks must come last")
+    normalize = steps[1]
+    if not (_close(normalize.mean, mean) and _close(normalize.std, std)):
+        refuse(
+            f"its normalisation {normalize.mean} / {normalize.std} must be the given {list(mean)} / {list(std)}"
+        )
     return found
+
+
+def _close(a: Sequence[float], b: Sequence[float]) -> bool:
+    return len(a) == len(b) and all(abs(float(x) - float(y)) < 1e-6 for x, y in zip(a, b, strict=True))
