@@ -221,17 +221,18 @@ def colour_jitter_batch(image: torch.Tensor, draws: dict[str, torch.Tensor]) -> 
     def blend(x: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
         return (factor.view(view) * x + (1.0 - factor.view(view)) * other).clamp(0.0, 1.0)
 
-    operations = (
-        lambda x: blend(x, torch.zeros_like(x), draws["brightness"]),
-        lambda x: blend(x, _grey(x).mean(dim=(1, 2, 3), keepdim=True), draws["contrast"]),
-        lambda x: blend(x, _grey(x), draws["saturation"]),
-        lambda x: _shift_hue(x, draws["hue"]),
+    operations = (  # each takes the images and their luma, computed once per position for contrast and saturation
+        lambda x, grey: blend(x, torch.zeros_like(x), draws["brightness"]),
+        lambda x, grey: blend(x, grey.mean(dim=(1, 2, 3), keepdim=True), draws["contrast"]),
+        lambda x, grey: blend(x, grey, draws["saturation"]),
+        lambda x, grey: _shift_hue(x, draws["hue"]),
     )
     for position in range(4):  # each image applies its own operation at each position of its order
         chosen = draws["order"][:, position]
+        grey = _grey(image)
         out = image
         for op_index, operation in enumerate(operations):
-            out = torch.where((chosen == op_index).view(view), operation(image), out)  # no host sync
+            out = torch.where((chosen == op_index).view(view), operation(image, grey), out)  # no host sync
         image = out
     return image
 
