@@ -21,14 +21,8 @@ DATA=${1:?usage: benchmarks/gpu_check.sh ISIC2017_DIR [OUT_DIR]}
 OUT=${2:-benchmarks/results/gpu-check}
 DEVICE=${DEVICE:-cuda}
 PY=${PYTHON:-python}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$ROOT" || exit 1
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-
-if [ ! -f "$DATA/ISIC-2017_Training_Part3_GroundTruth.csv" ]; then
-    echo "gpu_check: $DATA is not an ISIC 2017 folder (no ISIC-2017_Training_Part3_GroundTruth.csv)" >&2
-    exit 2
-fi
+NAME=gpu_check
+source "$(dirname "$0")/isic2017_setup.sh"  # repository root, PYTHONPATH, the ISIC 2017 folder check
 mkdir -p "$OUT"
 SUMMARY="$OUT/summary.txt"
 : > "$SUMMARY"

@@ -18,14 +18,8 @@ DEVICE=${DEVICE:-cuda}
 PY=${PYTHON:-python}
 SEEDS=(${SEEDS:-0 1 2})
 BUDGET_S=${BUDGET_S:-540}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$ROOT" || exit 1
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-
-if [ ! -f "$DATA/ISIC-2017_Training_Part3_GroundTruth.csv" ]; then
-    echo "scratch_gpu: $DATA is not an ISIC 2017 folder (no ISIC-2017_Training_Part3_GroundTruth.csv)" >&2
-    exit 2
-fi
+NAME=scratch_gpu
+source "$(dirname "$0")/isic2017_setup.sh"  # repository root, PYTHONPATH, the ISIC 2017 folder check
 EXTRA=()
 [ "${QUICK:-0}" = 1 ] && EXTRA=(--epochs 3 --set max_train_samples=64 --set max_eval_samples=32
                                 --set image_size=64 --set resize=73 --num-workers 0)

@@ -1,0 +1,10 @@
+# Sourced by the GPU scripts (gpu_check.sh, scratch_gpu.sh) after they set DATA and NAME: moves to the
+# repository root, makes the package importable from it, and stops (exit 2) unless DATA is an ISIC 2017 folder.
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT" || exit 1
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+
+if [ ! -f "$DATA/ISIC-2017_Training_Part3_GroundTruth.csv" ]; then
+    echo "$NAME: $DATA is not an ISIC 2017 folder (no ISIC-2017_Training_Part3_GroundTruth.csv)" >&2
+    exit 2
+fi
