@@ -352,7 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
             "note."
         ),
     )
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (written by attnmel train)")
+    p.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN",
+        help="run folders (written by attnmel train) or evaluation folders (attnmel evaluate --out-dir)",
+    )
     p.add_argument("--split", help="split to compare (default: the first test split any run has metrics for)")
     p.add_argument(
         "--format", choices=("markdown", "csv"), default="markdown", help="output format (default markdown)"

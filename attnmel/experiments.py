@@ -811,8 +811,12 @@ _NOT_SETTINGS = {"run_dir", "run_name", "runs_root", "resume", "progress", "tens
                  "pin_memory", "cache", "cache_dir"}  # fmt: skip
 
 
+# What an `attnmel evaluate --out-dir` folder adds to its checkpoint's config: compared like settings.
+_EVALUATION_SETTINGS = ("checkpoint_epoch", "tta")
+
+
 class NotARunFolder(ValueError):
-    """A folder given to :func:`compare_runs` that holds no run (no readable ``config.json``)."""
+    """A folder given to :func:`compare_runs` that holds no run (no readable ``config.json``) and no evaluation."""
 
 
 @dataclass
@@ -826,31 +830,70 @@ class Comparison:
 
 
 def _read_run_folder(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """(config, history, metrics by split) of a run folder, or of an ``attnmel evaluate --out-dir`` folder."""
     config_path = path / "config.json"
     if not path.is_dir():
         raise NotARunFolder(f"{path} is not a folder")
-    try:
-        config = json.loads(config_path.read_text())
-    except (OSError, ValueError):
-        raise NotARunFolder(f"{path} is not a run folder (no readable config.json)") from None
-    if not isinstance(config, dict) or "model" not in config or "dataset" not in config:
-        raise NotARunFolder(f"{path} is not a run folder (config.json is not a TrainConfig)")
-    try:
-        history = json.loads((path / "history.json").read_text())
-    except (OSError, ValueError):
-        history = []
     metrics = {}
     for file in sorted((path / "metrics").glob("*.json")):
         try:
             metrics[file.stem] = json.loads(file.read_text())
         except ValueError:
             continue
+    if not config_path.exists() and any(isinstance(m, dict) and "checkpoint" in m for m in metrics.values()):
+        return _evaluation_config(path, metrics), [], metrics
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError):
+        raise NotARunFolder(
+            f"{path} is not a run folder (no readable config.json) nor an evaluation folder (no metrics/*.json)"
+        ) from None
+    if not isinstance(config, dict) or "model" not in config or "dataset" not in config:
+        raise NotARunFolder(f"{path} is not a run folder (config.json is not a TrainConfig)")
+    try:
+        history = json.loads((path / "history.json").read_text())
+    except (OSError, ValueError):
+        history = []
+    config.setdefault("tta", False)  # the run's own evaluation: no test-time augmentation
     return config, history, metrics
+
+
+def _evaluation_config(path: Path, metrics: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The config an ``attnmel evaluate --out-dir`` folder was scored under: its checkpoint's training config,
+    with the evaluated dataset and folder, the checkpoint's epoch and whether test-time augmentation was on.
+
+    One checkpoint per folder: ``evaluate`` writes each split it scores beside the others, so two checkpoints in
+    one folder would make its rows disagree about what was compared.
+    """
+    from attnmel.checkpoint import CheckpointError, load_checkpoint
+
+    scored = [m for m in metrics.values() if isinstance(m, dict) and "checkpoint" in m]
+    checkpoints = sorted({str(m["checkpoint"]) for m in scored})
+    if len(checkpoints) > 1:
+        raise NotARunFolder(
+            f"{path}: its metrics come from {len(checkpoints)} checkpoints ({', '.join(checkpoints)})"
+        )
+    try:
+        config = dict(load_checkpoint(checkpoints[0]).get("config") or {})
+    except (OSError, CheckpointError) as err:
+        raise NotARunFolder(
+            f"{path} is an evaluation folder, but its checkpoint cannot be read for the config ({err})"
+        ) from None
+    first = scored[0]
+    config.update({k: first[k] for k in ("dataset", "data_root") if first.get(k) is not None})
+    config.update(checkpoint_epoch=first.get("epoch"), tta=bool(first.get("tta", False)))
+    return config
+
+
+def _train_config(config: dict[str, Any]) -> TrainConfig:
+    """The TrainConfig of a folder's config dict (the evaluation facts and ``resume`` left out)."""
+    skip = {"resume", *_EVALUATION_SETTINGS}
+    return TrainConfig.from_dict({k: v for k, v in config.items() if k not in skip})
 
 
 def _test_splits(config: dict[str, Any]) -> list[str]:
     try:
-        return report_splits(TrainConfig.from_dict({k: v for k, v in config.items() if k != "resume"}))
+        return report_splits(_train_config(config))
     except (TypeError, ValueError):
         return []
 
@@ -938,7 +981,7 @@ def _paired_auc_differences(
     if reference is None or all(o is None for o in others):
         return  # no predictions to pair: the table keeps its unpaired columns
     try:
-        config = TrainConfig.from_dict({k: v for k, v in reference_config.items() if k != "resume"})
+        config = _train_config(reference_config)
         samples = load_split(config, config.resolved_data_root(), split)
     except (OSError, TypeError, ValueError) as err:  # DataError is a ValueError
         notes.append(

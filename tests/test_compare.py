@@ -160,3 +160,71 @@ def test_paired_differences_need_the_labels(tmp_path) -> None:
     assert len(comparison.notes) == 1 and comparison.notes[0].startswith(
         "no paired AUC differences: the labels of Test_v2 could not be read ("
     )
+
+
+def test_an_evaluate_out_dir_folder_is_compared_with_its_checkpoints_config(
+    tmp_path, make_isic2017_layout
+) -> None:
+    import torch
+
+    from attnmel.checkpoint import make_checkpoint, save_checkpoint
+
+    labels = [1, 0, 0, 1, 0, 0, 1, 0, 0, 0]
+    root = make_isic2017_layout(
+        tmp_path / "isic", "Test_v2", [(m, 0) for m in labels], masks=False, dermo=False
+    )
+    ids = [f"ISIC_{i:07d}" for i in range(len(labels))]
+    plain, tta = (
+        [0.6, 0.1, 0.7, 0.8, 0.3, 0.1, 0.2, 0.9, 0.4, 0.1],
+        [0.9, 0.1, 0.2, 0.8, 0.3, 0.1, 0.7, 0.2, 0.4, 0.1],
+    )
+    metrics = {"Test_v2": {"auc": 0.5, "auc_ci": None, "ap": 0.5, "ap_ci": None}}
+    run = make_run(tmp_path / "run", metrics, best=3, dataset="isic2017", data_root=str(root), n_boot=300)
+    write_predictions_csv(run / "predictions" / "Test_v2.csv", ids, plain)
+    tiny = torch.nn.Linear(2, 1)
+    tiny.arch = "tiny"  # make_checkpoint needs only the architecture's name
+    config = json.loads((run / "config.json").read_text())
+    checkpoint = save_checkpoint(
+        run / "checkpoints" / "latest.pt", make_checkpoint(tiny, epoch=6, config=config)
+    )
+    evaluated = tmp_path / "latest-tta"  # what `attnmel evaluate latest.pt --tta --out-dir latest-tta` writes
+    (evaluated / "metrics").mkdir(parents=True)
+    (evaluated / "metrics" / "Test_v2.json").write_text(
+        json.dumps(
+            {
+                "n": 10,
+                "auc": 0.9,
+                "auc_ci": None,
+                "ap": 0.8,
+                "ap_ci": None,
+                "split": "Test_v2",
+                "dataset": "isic2017",
+                "data_root": str(root),
+                "checkpoint": str(checkpoint),
+                "epoch": 6,
+                "tta": True,
+            }
+        )  # fmt: skip
+    )
+    write_predictions_csv(evaluated / "predictions" / "Test_v2.csv", ids, tta)
+    comparison = compare_runs([run, evaluated])
+    assert comparison.split == "Test_v2" and comparison.settings == ["checkpoint_epoch", "tta"]
+    first, second = comparison.rows
+    assert (first["tta"], second["tta"], second["checkpoint_epoch"], second["best_epoch"]) == (
+        False,
+        True,
+        6,
+        6,
+    )
+    expected = roc_auc_score(labels, tta) - roc_auc_score(labels, plain)
+    assert (
+        second["auc_vs_first"]["diff"] == pytest.approx(expected) and second["auc_vs_first"]["n_boot"] == 300
+    )
+
+    checkpoint.unlink()
+    with pytest.raises(NotARunFolder, match="is an evaluation folder, but its checkpoint cannot be read"):
+        compare_runs([run, evaluated])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(NotARunFolder, match="no readable config.json.*nor an evaluation folder"):
+        compare_runs([empty])
