@@ -13,7 +13,7 @@ DATA    ?=
 ISIC2016 ?=
 PH2     ?=
 DEVICE  ?= auto
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=25
 
 .PHONY: help setup book test test-fast lint format lab bench browser clean
 
