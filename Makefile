@@ -20,7 +20,7 @@ PYTEST_ARGS ?= --durations=25
 help:
 	@echo "make book   [PROFILE=smoke|isic2017-cpu|paper|scratch|scratch-cpu] [DATA=path] [ISIC2016=path] [PH2=path] [DEVICE=auto|cpu|cuda]"
 	@echo "            run every chapter and build the HTML book (PH2: a PH2 column in Table 2)"
-	@echo "make test   lint + unit tests + every chapter under the smoke profile + a browser check of the book"
+	@echo "make test   lint + unit tests + every chapter on a test budget (smoke-mini, 32 px, 2 epochs) + a browser check of the book"
 	@echo "make test-fast  lint + the unit tests only (no chapters, no browser, nothing marked slow)"
 	@echo "make lint   ruff"
 	@echo "make lab    JupyterLab on notebooks/ (rooted at the repository, so pairs stay in sync)"
@@ -79,7 +79,7 @@ test-fast: $(STAMP) lint
 NBVAL_DIR      := build/executed
 NBVAL_CHAPTERS := 01 02 07
 test: $(STAMP) lint browser
-	@echo "==> [test] pytest (unit tests, every chapter with the smoke profile, browser rendering)"
+	@echo "==> [test] pytest (unit tests, every chapter on the test budget of tests/test_chapters.py, browser rendering)"
 	@rm -rf $(NBVAL_DIR)
 	$(PY) -m pytest $(PYTEST_ARGS)
 	@set -e; notebooks=""; \
