@@ -840,13 +840,15 @@ def _read_run_folder(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]], 
             metrics[file.stem] = json.loads(file.read_text())
         except ValueError:
             continue
-    if not config_path.exists() and any(isinstance(m, dict) and "checkpoint" in m for m in metrics.values()):
-        return _evaluation_config(path, metrics), [], metrics
+    scored = [m for m in metrics.values() if isinstance(m, dict) and "checkpoint" in m]  # by attnmel evaluate
+    if not config_path.exists() and scored:
+        return _evaluation_config(path, scored), [], metrics
     try:
         config = json.loads(config_path.read_text())
     except (OSError, ValueError):
         raise NotARunFolder(
-            f"{path} is not a run folder (no readable config.json) nor an evaluation folder (no metrics/*.json)"
+            f"{path} is not a run folder (no readable config.json) nor an evaluation folder "
+            "(no metrics/*.json naming a checkpoint)"
         ) from None
     if not isinstance(config, dict) or "model" not in config or "dataset" not in config:
         raise NotARunFolder(f"{path} is not a run folder (config.json is not a TrainConfig)")
@@ -858,16 +860,16 @@ def _read_run_folder(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]], 
     return config, history, metrics
 
 
-def _evaluation_config(path: Path, metrics: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The config an ``attnmel evaluate --out-dir`` folder was scored under: its checkpoint's training config,
-    with the evaluated dataset and folder, the checkpoint's epoch and whether test-time augmentation was on.
+def _evaluation_config(path: Path, scored: list[dict[str, Any]]) -> dict[str, Any]:
+    """The config an ``attnmel evaluate --out-dir`` folder was scored under (``scored``: its metrics files that
+    name a checkpoint): its checkpoint's training config, with the evaluated dataset and folder, the
+    checkpoint's epoch and whether test-time augmentation was on.
 
     One checkpoint per folder: ``evaluate`` writes each split it scores beside the others, so two checkpoints in
     one folder would make its rows disagree about what was compared.
     """
     from attnmel.checkpoint import CheckpointError, load_checkpoint
 
-    scored = [m for m in metrics.values() if isinstance(m, dict) and "checkpoint" in m]
     checkpoints = sorted({str(m["checkpoint"]) for m in scored})
     if len(checkpoints) > 1:
         raise NotARunFolder(

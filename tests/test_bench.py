@@ -270,13 +270,7 @@ def test_summary_includes_earlier_precision_reports_or_says_how_to_make_one(tmp_
 
 
 def test_bench_metrics_times_both_intervals_and_refuses_a_split_too_small(capsys):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_metrics.py"
-    spec = importlib.util.spec_from_file_location("bench_metrics", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _benchmark_module("bench_metrics")
     assert module.main(["--n", "200", "--n-boot", "20", "--repeats", "1"]) in (0, 1)  # no speed asserted here
     out = capsys.readouterr().out
     assert "bootstrap_ci AUC + AP" in out and "paired_bootstrap AUC" in out and "20 resamples" in out
