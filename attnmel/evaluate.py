@@ -32,7 +32,14 @@ from attnmel.loaders import split_loader  # re-exported: the chapters build thei
 from attnmel.progress import bar
 from attnmel.runlock import RunLock
 
-__all__ = ["evaluate_checkpoint", "collect_maps", "split_loader", "config_from_checkpoint", "default_split"]
+__all__ = [
+    "evaluate_checkpoint",
+    "collect_maps",
+    "attention_summary",
+    "split_loader",
+    "config_from_checkpoint",
+    "default_split",
+]
 
 
 def config_from_checkpoint(ckpt: dict[str, Any], **overrides: Any) -> TrainConfig:
@@ -56,6 +63,7 @@ def collect_maps(
     gradcam: bool = False,
     tta: bool = False,
     progress: bool = True,
+    channels_last: bool = False,
 ) -> dict[str, Any]:
     """Probabilities, labels, ids, lesion masks and the model's saliency maps over a loader.
 
@@ -67,6 +75,7 @@ def collect_maps(
     gradients, so it costs a backward pass per batch). ``tta``: the probabilities are the mean over the 8 dihedral
     views (:func:`attnmel.tta.tta_probabilities`); the maps stay those of the untransformed input.
     ``progress``: a bar over the batches on stderr when someone watches (:func:`attnmel.progress.watching`).
+    ``channels_last``: the images go in NHWC memory order, as a channels-last model was trained.
     """
     from attnmel.saliency import GRADCAM, compute_maps, model_grad_cam
 
@@ -75,7 +84,7 @@ def collect_maps(
     labels, probs, masks, has_mask, images = [], [], [], [], []
     maps: dict[str, list[torch.Tensor]] = {}
     for batch in bar(loader, desc="evaluate", unit="batch", enabled=progress):
-        batch = move_batch(batch, device)
+        batch = move_batch(batch, device, channels_last)
         with torch.inference_mode(), autocast(device, precision):
             out = model(batch["image"])
             found = compute_maps(model, batch["image"], out)  # key -> (N, 1, h, w)
@@ -107,6 +116,16 @@ def collect_maps(
     if keep_images:
         result["image"] = torch.cat(images)
     return result
+
+
+def attention_summary(result: dict[str, Any]) -> dict[str, dict[str, float]] | None:
+    """Table 3's Jaccard and the pointing game for :func:`collect_maps`' ``result``, per map; None when the model
+    has no maps (Mel-CNN) or no image of the split has a lesion mask (ISIC 2017 Test_v2)."""
+    if not result["maps"] or not bool(result["has_mask"].any()):
+        return None
+    from attnmel.attention_eval import attention_report
+
+    return attention_report(result["maps"], result["mask"], result["has_mask"])
 
 
 def evaluate_checkpoint(
@@ -244,12 +263,7 @@ def _evaluate(
         tta=bool(tta),
         out_dir=str(out),
     )
-    if result["maps"] and bool(result["has_mask"].any()):
-        from attnmel.attention_eval import attention_report
-
-        metrics["attention"] = attention_report(result["maps"], result["mask"], result["has_mask"])
-    else:
-        metrics["attention"] = None  # no maps (Mel-CNN, VGG-16) or no lesion masks in this split
+    metrics["attention"] = attention_summary(result)
     atomic_write_json(out / "metrics" / f"{split}.json", metrics)
     if plots:
         _figures(out, split, result, ckpt["arch"])

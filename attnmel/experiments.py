@@ -294,6 +294,24 @@ class Run:
     def seconds(self) -> float:
         return float(sum(float(r.get("seconds", 0.0)) for r in self.history))
 
+    def attention(self, split: str) -> dict[str, dict[str, float]] | None:
+        """Table 3's Jaccard and pointing game of best.pt's maps on ``split``, per map (None without maps or
+        lesion masks): the scores training saved in ``metrics/<split>.json``, else computed now on the CPU in fp32
+        (runs from versions that did not save them, or a split training did not evaluate)."""
+        saved = self.metrics.get(split, {})
+        if "attention" in saved:
+            return saved["attention"]
+        import torch
+
+        from attnmel.checkpoint import build_model_from_checkpoint
+        from attnmel.evaluate import attention_summary, collect_maps, split_loader
+
+        model, _ = build_model_from_checkpoint(self.best_checkpoint)
+        found = collect_maps(
+            model, split_loader(self.config, split), device=torch.device("cpu"), progress=False
+        )
+        return attention_summary(found)
+
     def predictions(self, split: str) -> tuple[list[str], Any, Any]:
         """``(image_ids, labels (N,), melanoma probabilities (N,))`` of ``split`` with the best checkpoint."""
         import numpy as np

@@ -1030,8 +1030,13 @@ def _evaluate_split(
     optional: bool,
     log: Callable[[str], None],
 ) -> dict[str, Any] | None:
-    """Predictions CSV and metrics JSON of ``split`` with the best checkpoint; None if an optional split is absent."""
+    """Predictions CSV and metrics JSON of ``split`` with the best checkpoint; None if an optional split is absent.
+
+    On a split with lesion masks (ISIC 2017 Validation), the metrics hold the attention maps' Jaccard and pointing
+    game as ``attnmel evaluate`` computes them (``"attention"``; None without maps or masks).
+    """
     from attnmel.data import DataError
+    from attnmel.evaluate import attention_summary, collect_maps
     from attnmel.metrics import summarise, write_predictions_csv
 
     try:
@@ -1045,8 +1050,8 @@ def _evaluate_split(
     loader = make_loader(
         config, dataset, sampler=SequentialSampler(dataset), batch_size=batch_size, device=device, seed=0
     )
-    pred = predict_loader(
-        model, loader, device=device, precision=precision, channels_last=config.channels_last
+    pred = collect_maps(
+        model, loader, device=device, precision=precision, channels_last=config.channels_last, progress=False
     )
     write_predictions_csv(run_dir / "predictions" / f"{split}.csv", pred["image_id"], pred["prob"])
     with warnings.catch_warnings():
@@ -1055,9 +1060,15 @@ def _evaluate_split(
             pred["label"], pred["prob"], threshold=config.threshold, n_boot=config.n_boot, seed=config.seed
         )
     summary.update(split=split, dataset=config.dataset, checkpoint="checkpoints/best.pt", epoch=int(epoch))
+    summary["attention"] = attention_summary(pred)
     atomic_write_json(run_dir / "metrics" / f"{split}.json", summary)
     auc, ap = summary.get("auc"), summary.get("ap")
+    jaccard = "".join(
+        f", {name} Jaccard {report['jaccard_mean']:.3f}"
+        for name, report in (summary["attention"] or {}).items()
+    )
     log(
-        f"{split}: AUC {auc if auc is None else f'{auc:.4f}'}, AP {ap if ap is None else f'{ap:.4f}'} (n={len(samples)})"
+        f"{split}: AUC {auc if auc is None else f'{auc:.4f}'}, AP {ap if ap is None else f'{ap:.4f}'}{jaccard} "
+        f"(n={len(samples)})"
     )
     return summary

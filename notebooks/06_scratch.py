@@ -54,7 +54,6 @@ from IPython.display import Markdown, display
 
 import attnmel
 from attnmel import data, experiments, interpret, loaders, plots
-from attnmel.attention_eval import attention_report
 from attnmel.config import RECIPE_STEPS, SCRATCH_RECIPE
 from attnmel.io import atomic_write_json
 from attnmel.trainer import lr_factor
@@ -131,12 +130,8 @@ if seeds > 0:
                                            reuse=reuse_runs, log=lambda m: None)  # fmt: skip
     test_split = experiments.test_split(base)
     mask_split = interpret.mask_split(base)
-    jaccard = {}
-    for name, by_seed in ladder.items():
-        jaccard[name] = {}
-        for s, run in by_seed.items():
-            maps = interpret.split_maps(run, mask_split)
-            jaccard[name][s] = attention_report(maps.maps, maps.masks, maps.has_mask)["pool4"]["jaccard_mean"]
+    jaccard = {name: {s: run.attention(mask_split)["pool4"]["jaccard_mean"] for s, run in by_seed.items()}
+               for name, by_seed in ladder.items()}  # fmt: skip
     extra, titles = {"jaccard": jaccard}, {"jaccard": f"pool-4 Jaccard, {mask_split}"}
     if ph2_root:
         extra["ph2_auc"] = {

@@ -85,6 +85,34 @@ def test_run_folder_holds_everything(finished_run) -> None:
     assert json.loads((run / "data" / "Training.json").read_text())["n"] == 8
 
 
+def test_the_runs_metrics_hold_the_attention_scores_that_evaluate_computes(finished_run, tmp_path) -> None:
+    """A split with lesion masks gets Table 3's Jaccard and the pointing game at the end of training, the same
+    numbers as `attnmel evaluate` on best.pt and as Run.attention computes for a run that lacks them; the summary
+    is None without maps or without masks."""
+    from attnmel.evaluate import attention_summary, evaluate_checkpoint
+    from attnmel.experiments import load_run
+
+    config, result = finished_run
+    run = result.run_dir
+    saved = json.loads((run / "metrics" / "Validation.json").read_text())["attention"]
+    assert set(saved) == {"pool3", "pool4"} and result.test_metrics["Validation"]["attention"] == saved
+    again = evaluate_checkpoint(
+        run / "checkpoints" / "best.pt", split="Validation", out_dir=tmp_path / "evaluation", device="cpu",
+        precision=config.precision, n_boot=0, plots=False,
+    )["attention"]  # fmt: skip
+    loaded = load_run(run)
+    assert loaded.attention("Validation") == saved  # read back, not recomputed
+    del loaded.metrics["Validation"]["attention"]  # as in a run from before training saved the scores
+    for other in (again, loaded.attention("Validation")):
+        for name, report in saved.items():
+            assert report["n"] == other[name]["n"] > 0
+            assert report["jaccard_mean"] == pytest.approx(other[name]["jaccard_mean"], abs=1e-6)
+            assert report["pointing_rate"] == pytest.approx(other[name]["pointing_rate"], abs=1e-6)
+    no_masks = {"maps": {"pool3": torch.ones(2, 1, 4, 4)}, "mask": torch.zeros(2, 1, 8, 8, dtype=torch.bool),
+                "has_mask": torch.zeros(2, dtype=torch.bool)}  # fmt: skip
+    assert attention_summary(no_masks) is None and attention_summary({**no_masks, "maps": {}}) is None
+
+
 def test_existing_run_needs_resume_and_resume_checks_settings(finished_run) -> None:
     config, _ = finished_run
     with pytest.raises(FileExistsError, match="pass resume=True"):
