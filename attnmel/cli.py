@@ -456,12 +456,28 @@ def _train_seeds(args: argparse.Namespace, config: TrainConfig) -> int:
     for split in first.metrics:
         for metric in ("auc", "ap"):
             row = seeds_table({config.model: runs}, split, metric)[0]
-            spread = "n/a" if row["sd"] is None else f"{row['sd']:.4f}"
-            print(
-                f"  {split}: {metric.upper()} {_fmt(row['mean'])} ± {spread}{_ci(row['ci'])} "
-                f"(per seed: {', '.join(f'{s}: {v:.4f}' for s, v in row['per_seed'].items())})"
-            )
+            _print_seed_values(f"{split}: {metric.upper()}", row["per_seed"])
+        # a split with lesion masks (Validation): each map's Jaccard, as training saved it
+        for name in first.metrics[split].get("attention") or {}:
+            _print_seed_values(f"{split}: {name} Jaccard", _jaccards(runs, split, name))
     return 0
+
+
+def _jaccards(runs: Any, split: str, name: str) -> dict[int, float]:
+    """Each seed's mean Jaccard of map ``name`` on ``split``, from the metrics training saved."""
+    found = {s: (run.metrics.get(split, {}).get("attention") or {}).get(name) for s, run in runs.items()}
+    return {s: report["jaccard_mean"] for s, report in found.items() if report}
+
+
+def _print_seed_values(label: str, per_seed: dict[int, float]) -> None:
+    from attnmel.metrics import seed_interval
+
+    row = seed_interval(list(per_seed.values()))
+    spread = "n/a" if row["sd"] is None else f"{row['sd']:.4f}"
+    print(
+        f"  {label} {_fmt(row['mean'])} ± {spread}{_ci(row['ci'])} "
+        f"(per seed: {', '.join(f'{s}: {v:.4f}' for s, v in per_seed.items())})"
+    )
 
 
 def _fmt(value: Any) -> str:

@@ -68,6 +68,13 @@ def test_train_seeds_sweeps_reuses_finished_seeds_and_resumes_unfinished_ones(sy
     assert (sweep / "seed-1" / "metrics" / "Test_v2.json").is_file()  # resumed: evaluation written
     history = json.loads((sweep / "seed-1" / "history.json").read_text())
     assert len(history) == 1  # finished by resuming, not by training it again
+    jaccard = {  # Validation has lesion masks: each seed's attention Jaccard, as training saved it
+        s: json.loads((sweep / f"seed-{s}" / "metrics" / "Validation.json").read_text())["attention"]["pool4"]
+        for s in (0, 1, 2)
+    }
+    line = next(row for row in out.splitlines() if "Validation: pool4 Jaccard " in row)
+    assert ", ".join(f"{s}: {r['jaccard_mean']:.4f}" for s, r in jaccard.items()) in line
+    assert "Validation: pool3 Jaccard " in out
 
 
 def test_seed_and_seeds_together_is_a_usage_error(syn, tmp_path, capsys) -> None:
