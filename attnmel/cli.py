@@ -347,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
         "compare",
         help="table of several runs: AUC and AP with CIs, best epoch, differing settings",
         description=(
-            "Compare run folders on one split: AUC and AP with their 95%% CIs, the best epoch and the config "
+            "Compare run folders on one split: AUC and AP with their 95% CIs, the best epoch and the config "
             "settings that differ between the runs. A run without metrics for the split gets empty cells and a "
             "note."
         ),
@@ -458,14 +458,16 @@ def _train_seeds(args: argparse.Namespace, config: TrainConfig) -> int:
             row = seeds_table({config.model: runs}, split, metric)[0]
             _print_seed_values(f"{split}: {metric.upper()}", row["per_seed"])
         # a split with lesion masks (Validation): each map's Jaccard, as training saved it
-        for name in first.metrics[split].get("attention") or {}:
+        names = {n: None for run in runs.values() for n in run.metrics.get(split, {}).get("attention") or {}}
+        for name in names:
             _print_seed_values(f"{split}: {name} Jaccard", _jaccards(runs, split, name))
     return 0
 
 
 def _jaccards(runs: Any, split: str, name: str) -> dict[int, float]:
-    """Each seed's mean Jaccard of map ``name`` on ``split``, from the metrics training saved."""
-    found = {s: (run.metrics.get(split, {}).get("attention") or {}).get(name) for s, run in runs.items()}
+    """Each seed's mean Jaccard of map ``name`` on ``split``: the scores training saved, computed for a seed whose
+    run predates them (:meth:`attnmel.experiments.Run.attention`)."""
+    found = {s: (run.attention(split) or {}).get(name) for s, run in runs.items()}
     return {s: report["jaccard_mean"] for s, report in found.items() if report}
 
 

@@ -64,6 +64,7 @@ def collect_maps(
     tta: bool = False,
     progress: bool = True,
     channels_last: bool = False,
+    maps: bool = True,
 ) -> dict[str, Any]:
     """Probabilities, labels, ids, lesion masks and the model's saliency maps over a loader.
 
@@ -76,28 +77,31 @@ def collect_maps(
     views (:func:`attnmel.tta.tta_probabilities`); the maps stay those of the untransformed input.
     ``progress``: a bar over the batches on stderr when someone watches (:func:`attnmel.progress.watching`).
     ``channels_last``: the images go in NHWC memory order, as a channels-last model was trained.
+    ``maps=False`` skips the saliency maps (``"maps"`` is then empty): a split without lesion masks has nothing to
+    score them against, and a CAM costs VGG-GAP a second pass through its classifier.
+    Raises ValueError when the loader yields no image.
     """
     from attnmel.saliency import GRADCAM, compute_maps, model_grad_cam
 
     model.eval()
     ids: list[str] = []
     labels, probs, masks, has_mask, images = [], [], [], [], []
-    maps: dict[str, list[torch.Tensor]] = {}
+    found_maps: dict[str, list[torch.Tensor]] = {}
     for batch in bar(loader, desc="evaluate", unit="batch", enabled=progress):
         batch = move_batch(batch, device, channels_last)
         with torch.inference_mode(), autocast(device, precision):
             out = model(batch["image"])
-            found = compute_maps(model, batch["image"], out)  # key -> (N, 1, h, w)
+            found = compute_maps(model, batch["image"], out) if maps else {}  # key -> (N, 1, h, w)
             if tta:
                 from attnmel.tta import tta_probabilities
 
                 prob = tta_probabilities(model, batch["image"], out.logits)  # (N,) mean over 8 views
             else:
                 prob = torch.softmax(out.logits.float(), dim=1)[:, 1].double()  # (N,)
-        if gradcam:
+        if gradcam and maps:
             found[GRADCAM] = model_grad_cam(model, batch["image"])  # (N, 1, h, w), fp32
         for name, value in found.items():
-            maps.setdefault(name, []).append(value.float().cpu())
+            found_maps.setdefault(name, []).append(value.float().cpu())
         probs.append(prob.cpu())
         labels.append(batch["label"].cpu())
         masks.append(batch["mask"].cpu() > 0.5)  # (N, 1, S, S)
@@ -105,13 +109,15 @@ def collect_maps(
         if keep_images:
             images.append(batch["image"].float().cpu())
         ids.extend(str(i) for i in batch["image_id"])
+    if not ids:
+        raise ValueError("the loader yielded no image: nothing to evaluate (were all listed images skipped?)")
     result = {
         "image_id": ids,
         "label": torch.cat(labels).numpy(),
         "prob": torch.cat(probs).numpy(),
         "mask": torch.cat(masks),
         "has_mask": torch.cat(has_mask),
-        "maps": {k: torch.cat(v) for k, v in maps.items()},
+        "maps": {k: torch.cat(v) for k, v in found_maps.items()},
     }
     if keep_images:
         result["image"] = torch.cat(images)

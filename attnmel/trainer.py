@@ -1050,8 +1050,16 @@ def _evaluate_split(
     loader = make_loader(
         config, dataset, sampler=SequentialSampler(dataset), batch_size=batch_size, device=device, seed=0
     )
+    if not samples:
+        raise DataError(f"{config.dataset}/{split}: no images to evaluate (every listed image was skipped)")
     pred = collect_maps(
-        model, loader, device=device, precision=precision, channels_last=config.channels_last, progress=False
+        model,
+        loader,
+        device=device,
+        precision=precision,
+        channels_last=config.channels_last,
+        progress=False,
+        maps=any(s.lesion_mask_path is not None for s in samples),  # nothing to score maps against otherwise
     )
     write_predictions_csv(run_dir / "predictions" / f"{split}.csv", pred["image_id"], pred["prob"])
     with warnings.catch_warnings():

@@ -52,6 +52,14 @@ def test_help_shows_every_default(command) -> None:
         assert "relative to the current working directory" in " ".join(text.split())
 
 
+def test_no_help_text_shows_a_doubled_percent_sign() -> None:
+    """argparse %-formats argument help but prints a description as written, so '%%' belongs only in the former."""
+    parser = build_parser()
+    for name, sub in {"attnmel": parser, **_subparsers(parser)}.items():
+        assert "%%" not in sub.format_help(), name
+    assert "95% CIs" in _subparsers(parser)["compare"].format_help()
+
+
 def test_train_help_still_points_to_print_config() -> None:
     text = " ".join(_subparsers(build_parser())["train"].format_help().split())
     assert "--preset NAME --print-config" in text

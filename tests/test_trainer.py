@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -85,10 +86,13 @@ def test_run_folder_holds_everything(finished_run) -> None:
     assert json.loads((run / "data" / "Training.json").read_text())["n"] == 8
 
 
-def test_the_runs_metrics_hold_the_attention_scores_that_evaluate_computes(finished_run, tmp_path) -> None:
+def test_the_runs_metrics_hold_the_attention_scores_that_evaluate_computes(
+    finished_run, tmp_path, monkeypatch
+) -> None:
     """A split with lesion masks gets Table 3's Jaccard and the pointing game at the end of training, the same
     numbers as `attnmel evaluate` on best.pt and as Run.attention computes for a run that lacks them; the summary
     is None without maps or without masks."""
+    import attnmel.evaluate
     from attnmel.evaluate import attention_summary, evaluate_checkpoint
     from attnmel.experiments import load_run
 
@@ -101,7 +105,11 @@ def test_the_runs_metrics_hold_the_attention_scores_that_evaluate_computes(finis
         precision=config.precision, n_boot=0, plots=False,
     )["attention"]  # fmt: skip
     loaded = load_run(run)
-    assert loaded.attention("Validation") == saved  # read back, not recomputed
+    with monkeypatch.context() as patch:
+        patch.setattr(
+            attnmel.evaluate, "collect_maps", lambda *a, **k: pytest.fail("recomputed the saved scores")
+        )
+        assert loaded.attention("Validation") == saved  # read back, not recomputed
     del loaded.metrics["Validation"]["attention"]  # as in a run from before training saved the scores
     for other in (again, loaded.attention("Validation")):
         for name, report in saved.items():
@@ -110,7 +118,28 @@ def test_the_runs_metrics_hold_the_attention_scores_that_evaluate_computes(finis
             assert report["pointing_rate"] == pytest.approx(other[name]["pointing_rate"], abs=1e-6)
     no_masks = {"maps": {"pool3": torch.ones(2, 1, 4, 4)}, "mask": torch.zeros(2, 1, 8, 8, dtype=torch.bool),
                 "has_mask": torch.zeros(2, dtype=torch.bool)}  # fmt: skip
-    assert attention_summary(no_masks) is None and attention_summary({**no_masks, "maps": {}}) is None
+    no_maps = {**no_masks, "maps": {}, "has_mask": torch.ones(2, dtype=torch.bool)}  # Mel-CNN on Validation
+    assert attention_summary(no_masks) is None and attention_summary(no_maps) is None
+
+
+def test_collect_maps_can_skip_the_maps_and_refuses_an_empty_loader(finished_run) -> None:
+    """maps=False (a split without lesion masks) gives the same probabilities without computing a map; a loader
+    with no image is a clear error rather than torch.cat's."""
+    from attnmel.checkpoint import build_model_from_checkpoint
+    from attnmel.evaluate import collect_maps
+    from attnmel.loaders import split_loader
+
+    config, result = finished_run
+    model, _ = build_model_from_checkpoint(result.run_dir / "checkpoints" / "best.pt")
+    loader = split_loader(config, "Validation", batch_size=4)
+    cpu = torch.device("cpu")
+    with_maps = collect_maps(model, loader, device=cpu, progress=False)
+    without = collect_maps(model, loader, device=cpu, progress=False, maps=False)
+    assert set(with_maps["maps"]) == {"pool3", "pool4"} and without["maps"] == {}
+    assert without["image_id"] == with_maps["image_id"] and len(without["image_id"]) > 0
+    np.testing.assert_allclose(without["prob"], with_maps["prob"], rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="yielded no image"):
+        collect_maps(model, [], device=cpu, progress=False)
 
 
 def test_existing_run_needs_resume_and_resume_checks_settings(finished_run) -> None:
