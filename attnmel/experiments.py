@@ -43,6 +43,7 @@ __all__ = [
     "run_variant_seeds",
     "PAPER_PROTOCOL",
     "run_recipe_ladder",
+    "run_config_ladder",
     "with_recipe",
     "ladder_table",
     "ladder_markdown",
@@ -297,7 +298,8 @@ class Run:
     def attention(self, split: str) -> dict[str, dict[str, float]] | None:
         """Table 3's Jaccard and pointing game of best.pt's maps on ``split``, per map (None without maps or
         lesion masks): the scores training saved in ``metrics/<split>.json``, else computed now on the CPU in fp32
-        (runs from versions that did not save them, or a split training did not evaluate)."""
+        (runs from versions that did not save them, or a split training did not evaluate; not cached), on the same
+        ``max_eval_samples`` subset training evaluated."""
         saved = self.metrics.get(split, {})
         if "attention" in saved:
             return saved["attention"]
@@ -307,9 +309,8 @@ class Run:
         from attnmel.evaluate import attention_summary, collect_maps, split_loader
 
         model, _ = build_model_from_checkpoint(self.best_checkpoint)
-        found = collect_maps(
-            model, split_loader(self.config, split), device=torch.device("cpu"), progress=False
-        )
+        loader = split_loader(self.config, split, limit=self.config.max_eval_samples)
+        found = collect_maps(model, loader, device=torch.device("cpu"), progress=False)
         return attention_summary(found)
 
     def predictions(self, split: str) -> tuple[list[str], Any, Any]:
@@ -362,8 +363,11 @@ def run_or_load(config: TrainConfig, reuse: bool = True, log: Callable[[str], No
     if reuse and is_complete(run_dir):
         run = load_run(run_dir)
         saved, wanted = run.config.to_dict(), config.to_dict()
-        ignore = {"resume", "progress", "num_workers", "device"}
+        # how it ran and where its folder lies, not what it trained: a finished run copied elsewhere is reused
+        ignore = {"resume", "progress", "num_workers", "device", "run_dir", "run_name", "runs_root"}
         changed = {k for k in wanted if k not in ignore and saved.get(k) != wanted[k]}
+        if "data_root" in changed and _same_folder(saved["data_root"], wanted["data_root"]):
+            changed.discard("data_root")  # the same folder spelled another way (relative, a trailing slash)
         if changed:
             raise ValueError(
                 f"{run_dir} holds a finished run with different settings ({', '.join(sorted(changed))}); "
@@ -376,6 +380,13 @@ def run_or_load(config: TrainConfig, reuse: bool = True, log: Callable[[str], No
         raise FileExistsError(f"{run_dir} already holds a run; delete it or pass reuse=True to continue it")
     fit(config.replace(resume=resume), log=log)
     return load_run(run_dir)
+
+
+def _same_folder(a: str | None, b: str | None) -> bool:
+    """Whether two data_root settings name one folder (both None: the synthetic default)."""
+    if a is None or b is None:
+        return a == b
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
 def variant_config(base: TrainConfig, name: str) -> TrainConfig:
@@ -537,6 +548,41 @@ def run_recipe_ladder(
     return runs
 
 
+def run_config_ladder(
+    start: TrainConfig,
+    steps: Sequence[tuple[str, Mapping[str, Any]]],
+    out_dir: str | Path,
+    seeds: Sequence[int],
+    *,
+    reuse: bool = True,
+    log: Callable[[str], None] = print,
+    parallel: int | None = None,
+) -> dict[str, dict[int, Run]]:
+    """A ladder that starts from any config: ``{row: {seed: Run}}``, row k being ``start`` with the overrides of
+    steps 0..k (:func:`with_recipe`), trained per seed into ``<out_dir>/step-<k>/seed-<s>`` (reused when
+    finished, resumed when interrupted). Chapter 6 runs the ``scratch-cpu`` preset's own choices this way
+    (:data:`~attnmel.config.SCRATCH_CPU_STEPS`), whose last row is the preset itself."""
+    from attnmel.concurrent import train_many
+
+    if not steps:
+        raise ValueError("run_config_ladder needs at least one step")
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct and at least one, got {list(seeds)}")
+    pairs, configs, config = [], [], start
+    for k, (name, overrides) in enumerate(steps):
+        config = with_recipe(config, overrides)
+        for seed in seeds:
+            pairs.append((name, int(seed)))
+            run_dir = Path(out_dir) / f"step-{k}" / f"seed-{seed}"
+            configs.append(config.replace(seed=int(seed), run_dir=str(run_dir), resume=False))
+    labels = [f"{name}, seed {seed}" for name, seed in pairs]
+    trained = list(train_many(configs, parallel=parallel, reuse=reuse, labels=labels, log=log).values())
+    runs: dict[str, dict[int, Run]] = {name: {} for name, _ in steps}
+    for (name, seed), run in zip(pairs, trained, strict=True):
+        runs[name][seed] = run
+    return runs
+
+
 def ladder_table(
     runs: Mapping[str, Mapping[int, Run]], split: str, extra: Mapping[str, Mapping[int, float]] | None = None
 ) -> list[dict[str, Any]]:
@@ -563,8 +609,13 @@ def ladder_table(
     return rows
 
 
-def ladder_markdown(rows: Sequence[Mapping[str, Any]], extra: Mapping[str, str] | None = None) -> str:
-    """Markdown for :func:`ladder_table`; ``extra`` maps an extra figure's key to its column title."""
+def ladder_markdown(
+    rows: Sequence[Mapping[str, Any]],
+    extra: Mapping[str, str] | None = None,
+    first: str = "the paper's protocol",
+) -> str:
+    """Markdown for :func:`ladder_table`; ``extra`` maps an extra figure's key to its column title, ``first``
+    names the first row in the title of the column that compares every row with it."""
 
     split = rows[0]["split"] if rows else "test"
     extra = dict(extra or {})
@@ -573,7 +624,7 @@ def ladder_markdown(rows: Sequence[Mapping[str, Any]], extra: Mapping[str, str] 
         "seeds",
         f"{split} AUC mean ± sd",
         "vs the step before (paired, 95% CI)",
-        "vs the paper's protocol (paired, 95% CI)",
+        f"vs {first} (paired, 95% CI)",
         *extra.values(),
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

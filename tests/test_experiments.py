@@ -61,6 +61,29 @@ def test_a_finished_run_with_other_settings_is_not_silently_reused(tmp_path):
         experiments.run_or_load(saved.replace(epochs=saved.epochs + 1), reuse=True, log=lambda m: None)
 
 
+def test_a_finished_run_copied_elsewhere_is_reused_and_its_data_folder_compared_as_a_folder(
+    tmp_path, monkeypatch
+):
+    """The folder's old location (run_dir, run_name, runs_root) is not a training setting, and one data folder
+    spelled two ways is one folder; another data folder is still a different run."""
+    data, other = tmp_path / "data", tmp_path / "other"
+    data.mkdir(), other.mkdir()
+    run_dir = tmp_path / "copied" / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "metrics").mkdir()
+    (run_dir / "checkpoints" / "best.pt").write_bytes(b"x")
+    (run_dir / "metrics" / "Test_v2.json").write_text(json.dumps({"auc": 0.5}))
+    (run_dir / "history.json").write_text(json.dumps([{"epoch": 1, "val_auc": 0.5}]))
+    trained = TrainConfig.from_preset("smoke", data_root=str(data), runs_root="/gone", run_name="old",
+                                      run_dir="/gone/old")  # fmt: skip
+    (run_dir / "config.json").write_text(json.dumps(trained.to_dict()))
+    monkeypatch.chdir(tmp_path)
+    wanted = trained.replace(run_dir=str(run_dir), run_name="new", runs_root=str(tmp_path), data_root="data/")
+    assert experiments.run_or_load(wanted, reuse=True, log=lambda m: None).metrics["Test_v2"]["auc"] == 0.5
+    with pytest.raises(ValueError, match=r"different settings \(data_root\)"):
+        experiments.run_or_load(wanted.replace(data_root=str(other)), reuse=True, log=lambda m: None)
+
+
 def test_unknown_variant_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown variant 'ResNet'"):
         experiments.run_variants(TrainConfig.from_preset("smoke"), tmp_path, ["ResNet"])

@@ -3,6 +3,8 @@ across-seed readings of Table 3 and the shortcut experiment."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -179,6 +181,51 @@ def test_the_recipe_ladder_reuses_chapter_4_and_stacks_each_step_on_the_earlier_
     with pytest.raises(ValueError, match="already sets crop_scale=0.5"):
         experiments.run_recipe_ladder(base.replace(crop_scale=0.5), tmp_path / "x", [0], chapter4_dir=chapter4,
                                       steps=steps, **quiet)  # fmt: skip
+
+
+def test_the_cpu_preset_ladder_ends_on_the_preset_and_changes_one_thing_per_step() -> None:
+    from attnmel.config import SCRATCH_CPU_STEPS
+
+    preset = TrainConfig.from_preset("scratch-cpu", data_root="/data")
+    config, rows = preset, []
+    for _name, overrides in SCRATCH_CPU_STEPS:
+        config = experiments.with_recipe(config, overrides)
+        rows.append(config)
+    assert rows[-1].to_dict() == preset.to_dict()
+    first = rows[0].to_dict()
+    assert {k for k, v in first.items() if preset.to_dict()[k] != v} == {"epochs", "color_constancy"}
+    for before, after in itertools.pairwise(rows):
+        assert len({k for k, v in after.to_dict().items() if before.to_dict()[k] != v}) == 1
+
+
+def test_a_config_ladder_stacks_its_steps_on_any_start_and_reuses_its_runs(tiny_synthetic, tmp_path) -> None:
+    from .helpers import TINY_RUN
+
+    start = TrainConfig(**{**TINY_RUN, "data_root": str(tiny_synthetic), "n_boot": 0, "epochs": 1,
+                           "max_train_samples": 8, "eval_splits": "Test_v2", "lr": 0.003})  # fmt: skip
+    quiet = {"log": lambda _m: None, "parallel": 1}
+    steps = [("start, no constancy", {"color_constancy": 0.0}), ("+ constancy", {"color_constancy": 6.0}),
+             ("+ 2 epochs", {"epochs": 2})]  # fmt: skip
+    ladder = experiments.run_config_ladder(start, steps, tmp_path / "preset", [0, 1], **quiet)
+    assert list(ladder) == [name for name, _ in steps] and all(set(r) == {0, 1} for r in ladder.values())
+    last = ladder["+ 2 epochs"][1]
+    assert (last.config.color_constancy, last.config.epochs, last.config.lr, last.config.seed) == (
+        6.0,
+        2,
+        0.003,
+        1,
+    )
+    assert last.run_dir == tmp_path / "preset" / "step-2" / "seed-1" and len(last.history) == 2
+    assert ladder["+ constancy"][0].config.epochs == 1
+    stamp = last.best_checkpoint.stat().st_mtime_ns
+    again = experiments.run_config_ladder(start, steps, tmp_path / "preset", [0, 1], **quiet)
+    assert again["+ 2 epochs"][1].best_checkpoint.stat().st_mtime_ns == stamp  # reused, not retrained
+    rows = experiments.ladder_table(ladder, "Test_v2")
+    assert rows[2]["vs_previous"]["n"] == 2 and "vs start (paired" in experiments.ladder_markdown(
+        rows, first="start"
+    )
+    with pytest.raises(ValueError, match="at least one step"):
+        experiments.run_config_ladder(start, [], tmp_path / "x", [0], **quiet)
 
 
 def test_with_recipe_leaves_an_epoch_after_the_warm_up() -> None:
