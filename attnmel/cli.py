@@ -458,17 +458,26 @@ def _train_seeds(args: argparse.Namespace, config: TrainConfig) -> int:
             row = seeds_table({config.model: runs}, split, metric)[0]
             _print_seed_values(f"{split}: {metric.upper()}", row["per_seed"])
         # a split with lesion masks (Validation): each map's Jaccard, as training saved it
-        names = {n: None for run in runs.values() for n in run.metrics.get(split, {}).get("attention") or {}}
-        for name in names:
-            _print_seed_values(f"{split}: {name} Jaccard", _jaccards(runs, split, name))
+        if any(run.metrics.get(split, {}).get("attention") for run in runs.values()):
+            reports = _attention_by_seed(runs, split)
+            for name in {n: None for report in reports.values() for n in report}:
+                per_seed = {
+                    s: report[name]["jaccard_mean"] for s, report in reports.items() if name in report
+                }
+                _print_seed_values(f"{split}: {name} Jaccard", per_seed)
     return 0
 
 
-def _jaccards(runs: Any, split: str, name: str) -> dict[int, float]:
-    """Each seed's mean Jaccard of map ``name`` on ``split``: the scores training saved, computed for a seed whose
-    run predates them (:meth:`attnmel.experiments.Run.attention`)."""
-    found = {s: (run.attention(split) or {}).get(name) for s, run in runs.items()}
-    return {s: report["jaccard_mean"] for s, report in found.items() if report}
+def _attention_by_seed(runs: Any, split: str) -> dict[int, dict[str, Any]]:
+    """Each seed's attention scores on ``split``: those training saved, computed for a seed whose run predates
+    them (:meth:`attnmel.experiments.Run.attention`); a seed where that fails is left out with a note."""
+    found = {}
+    for seed, run in runs.items():
+        try:
+            found[seed] = run.attention(split) or {}
+        except (OSError, ValueError) as err:  # DataError is a ValueError: e.g. the data folder has moved
+            print(f"  {split}: seed {seed}'s attention scores left out: {err}")
+    return found
 
 
 def _print_seed_values(label: str, per_seed: dict[int, float]) -> None:

@@ -83,6 +83,8 @@ def collect_maps(
     """
     from attnmel.saliency import GRADCAM, compute_maps, model_grad_cam
 
+    if gradcam and not maps:
+        raise ValueError("gradcam=True adds a map, so it needs maps=True")
     model.eval()
     ids: list[str] = []
     labels, probs, masks, has_mask, images = [], [], [], [], []
@@ -98,7 +100,7 @@ def collect_maps(
                 prob = tta_probabilities(model, batch["image"], out.logits)  # (N,) mean over 8 views
             else:
                 prob = torch.softmax(out.logits.float(), dim=1)[:, 1].double()  # (N,)
-        if gradcam and maps:
+        if gradcam:
             found[GRADCAM] = model_grad_cam(model, batch["image"])  # (N, 1, h, w), fp32
         for name, value in found.items():
             found_maps.setdefault(name, []).append(value.float().cpu())

@@ -9,6 +9,7 @@ copied from the paper and always labelled as the paper's.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -343,6 +344,8 @@ def load_run(run_dir: str | Path) -> Run:
     if not is_complete(run_dir):
         raise FileNotFoundError(f"{run_dir} is not a finished run (no checkpoints/best.pt or metrics/*.json)")
     config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    if config.run_dir is not None and Path(config.run_dir) != run_dir:
+        config = config.replace(run_dir=str(run_dir))  # a folder copied elsewhere: its cache is here now
     history = json.loads((run_dir / "history.json").read_text())
     found = {p.stem: json.loads(p.read_text()) for p in sorted((run_dir / "metrics").glob("*.json"))}
     metrics = {s: found.pop(s) for s in report_splits(config) if s in found} | found
@@ -374,7 +377,9 @@ def run_or_load(config: TrainConfig, reuse: bool = True, log: Callable[[str], No
                 "delete it or choose another run_dir"
             )
         log(f"reusing the finished run in {run_dir}")
-        return run
+        # the folder's place and data folder as the caller names them, so later reads do not look where it was
+        here = {k: getattr(config, k) for k in ("run_dir", "run_name", "runs_root", "data_root")}
+        return dataclasses.replace(run, config=run.config.replace(**here))
     resume = (run_dir / "checkpoints" / "latest.pt").is_file()
     if resume and not reuse:
         raise FileExistsError(f"{run_dir} already holds a run; delete it or pass reuse=True to continue it")
@@ -566,6 +571,9 @@ def run_config_ladder(
 
     if not steps:
         raise ValueError("run_config_ladder needs at least one step")
+    names = [name for name, _ in steps]
+    if len(set(names)) != len(names):
+        raise ValueError(f"the ladder's step names must be distinct (they name its rows), got {names}")
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct and at least one, got {list(seeds)}")
     pairs, configs, config = [], [], start

@@ -1041,6 +1041,10 @@ def _evaluate_split(
 
     try:
         samples = load_split(config, root, split, config.max_eval_samples)
+        if not samples:
+            raise DataError(
+                f"{config.dataset}/{split}: no images to evaluate (every listed image was skipped)"
+            )
     except DataError as err:
         if optional and split not in DATASET_SPLITS[config.dataset][:2]:
             warnings.warn(f"skipping evaluation split {split!r}: {err}", stacklevel=2)
@@ -1050,8 +1054,6 @@ def _evaluate_split(
     loader = make_loader(
         config, dataset, sampler=SequentialSampler(dataset), batch_size=batch_size, device=device, seed=0
     )
-    if not samples:
-        raise DataError(f"{config.dataset}/{split}: no images to evaluate (every listed image was skipped)")
     pred = collect_maps(
         model,
         loader,

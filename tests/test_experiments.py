@@ -79,7 +79,14 @@ def test_a_finished_run_copied_elsewhere_is_reused_and_its_data_folder_compared_
     (run_dir / "config.json").write_text(json.dumps(trained.to_dict()))
     monkeypatch.chdir(tmp_path)
     wanted = trained.replace(run_dir=str(run_dir), run_name="new", runs_root=str(tmp_path), data_root="data/")
-    assert experiments.run_or_load(wanted, reuse=True, log=lambda m: None).metrics["Test_v2"]["auc"] == 0.5
+    reused = experiments.run_or_load(wanted, reuse=True, log=lambda m: None)
+    assert reused.metrics["Test_v2"]["auc"] == 0.5
+    assert (reused.config.run_dir, reused.config.runs_root, reused.config.data_root) == (
+        str(run_dir),
+        str(tmp_path),
+        "data/",
+    )  # later reads (its cache, its data) look where it is now, not where it was trained
+    assert experiments.load_run(run_dir).config.run_dir == str(run_dir)
     with pytest.raises(ValueError, match=r"different settings \(data_root\)"):
         experiments.run_or_load(wanted.replace(data_root=str(other)), reuse=True, log=lambda m: None)
 

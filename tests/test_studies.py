@@ -226,6 +226,8 @@ def test_a_config_ladder_stacks_its_steps_on_any_start_and_reuses_its_runs(tiny_
     )
     with pytest.raises(ValueError, match="at least one step"):
         experiments.run_config_ladder(start, [], tmp_path / "x", [0], **quiet)
+    with pytest.raises(ValueError, match="must be distinct"):
+        experiments.run_config_ladder(start, [steps[0], steps[0]], tmp_path / "x", [0], **quiet)
 
 
 def test_with_recipe_leaves_an_epoch_after_the_warm_up() -> None:

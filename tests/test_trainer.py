@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -111,6 +112,10 @@ def test_the_runs_metrics_hold_the_attention_scores_that_evaluate_computes(
         )
         assert loaded.attention("Validation") == saved  # read back, not recomputed
     del loaded.metrics["Validation"]["attention"]  # as in a run from before training saved the scores
+    subset = dataclasses.replace(loaded, config=loaded.config.replace(max_eval_samples=3))
+    assert (
+        0 < subset.attention("Validation")["pool3"]["n"] <= 3
+    )  # the subset training evaluates, not the split
     for other in (again, loaded.attention("Validation")):
         for name, report in saved.items():
             assert report["n"] == other[name]["n"] > 0
@@ -140,6 +145,8 @@ def test_collect_maps_can_skip_the_maps_and_refuses_an_empty_loader(finished_run
     np.testing.assert_allclose(without["prob"], with_maps["prob"], rtol=0, atol=1e-12)
     with pytest.raises(ValueError, match="yielded no image"):
         collect_maps(model, [], device=cpu, progress=False)
+    with pytest.raises(ValueError, match="needs maps=True"):
+        collect_maps(model, loader, device=cpu, progress=False, maps=False, gradcam=True)
 
 
 def test_existing_run_needs_resume_and_resume_checks_settings(finished_run) -> None:
