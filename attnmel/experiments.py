@@ -474,23 +474,42 @@ def run_variant_seeds(
     """
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct, got {list(seeds)}")
+    out_dir = Path(out_dir)
+    cells = [
+        (
+            name,
+            seed,
+            variant_config(base, name).replace(
+                seed=seed,
+                run_dir=str(
+                    out_dir / name if seed == base.seed else out_dir / "seeds" / name / f"seed-{seed}"
+                ),
+                resume=False,
+            ),
+        )
+        for name in names
+        for seed in map(int, seeds)
+    ]
+    return _train_grid(cells, reuse=reuse, log=log, parallel=parallel)
+
+
+def _train_grid(
+    cells: Sequence[tuple[str, int, TrainConfig]],
+    *,
+    reuse: bool,
+    log: Callable[[str], None],
+    parallel: int | None,
+) -> dict[str, dict[int, Run]]:
+    """Train (or reuse) each ``(row, seed, config)`` with :func:`attnmel.concurrent.train_many`, and return the
+    runs as ``{row: {seed: Run}}`` in the cells' order."""
     from attnmel.concurrent import train_many
 
-    out_dir = Path(out_dir)
-    pairs = [(name, int(seed)) for name in names for seed in seeds]
-    configs = [
-        variant_config(base, name).replace(
-            seed=seed,
-            run_dir=str(out_dir / name if seed == base.seed else out_dir / "seeds" / name / f"seed-{seed}"),
-            resume=False,
-        )
-        for name, seed in pairs
-    ]
-    labels = [f"{name}, seed {seed}" for name, seed in pairs]
-    trained = list(train_many(configs, parallel=parallel, reuse=reuse, labels=labels, log=log).values())
-    runs: dict[str, dict[int, Run]] = {name: {} for name in names}
-    for (name, seed), run in zip(pairs, trained, strict=True):
-        runs[name][seed] = run
+    labels = [f"{name}, seed {seed}" for name, seed, _ in cells]
+    configs = [config for _, _, config in cells]
+    trained = train_many(configs, parallel=parallel, reuse=reuse, labels=labels, log=log).values()
+    runs: dict[str, dict[int, Run]] = {}
+    for (name, seed, _), run in zip(cells, trained, strict=True):
+        runs.setdefault(name, {})[seed] = run
     return runs
 
 
@@ -520,7 +539,8 @@ def run_recipe_ladder(
 
     The first row is chapter 4's AttnMel-CNN under ``base`` (reused from ``chapter4_dir``, trained there if
     missing); each later row adds its step's overrides (``steps``, default :data:`~attnmel.config.RECIPE_STEPS`)
-    to all the earlier ones, and is trained per seed into ``<out_dir>/step-<k>/seed-<s>`` (reused when finished).
+    to all the earlier ones, and is trained per seed into ``<out_dir>/step-<k>/seed-<s>`` (reused when finished)
+    by :func:`run_config_ladder`; ``parallel``: runs at once (default one at a time).
     """
     from attnmel.config import RECIPE_STEPS
 
@@ -540,17 +560,13 @@ def run_recipe_ladder(
             "AttnMel-CNN"
         ]
     }
-    config = variant_config(base, "AttnMel-CNN")
-    for k, (name, overrides) in enumerate(steps, start=1):
-        config = with_recipe(config, overrides)
-        runs[name] = {}
-        for seed in seeds:
-            log(f"==> {name}, seed {seed}")
-            one = config.replace(
-                seed=int(seed), run_dir=str(Path(out_dir) / f"step-{k}" / f"seed-{seed}"), resume=False
-            )
-            runs[name][int(seed)] = run_or_load(one, reuse=reuse, log=log)
-    return runs
+    if not steps:
+        return runs
+    start = variant_config(base, "AttnMel-CNN")
+    one_at_a_time = 1 if parallel is None else parallel  # the steps train in turn unless asked otherwise
+    return runs | run_config_ladder(
+        start, steps, out_dir, seeds, reuse=reuse, log=log, parallel=one_at_a_time, first_step=1
+    )
 
 
 def run_config_ladder(
@@ -562,13 +578,13 @@ def run_config_ladder(
     reuse: bool = True,
     log: Callable[[str], None] = print,
     parallel: int | None = None,
+    first_step: int = 0,
 ) -> dict[str, dict[int, Run]]:
-    """A ladder that starts from any config: ``{row: {seed: Run}}``, row k being ``start`` with the overrides of
-    steps 0..k (:func:`with_recipe`), trained per seed into ``<out_dir>/step-<k>/seed-<s>`` (reused when
-    finished, resumed when interrupted). Chapter 6 runs the ``scratch-cpu`` preset's own choices this way
-    (:data:`~attnmel.config.SCRATCH_CPU_STEPS`), whose last row is the preset itself."""
-    from attnmel.concurrent import train_many
-
+    """A ladder that starts from any config: ``{row: {seed: Run}}``, each row being ``start`` with the overrides
+    of its step and every step before it (:func:`with_recipe`), trained per seed into
+    ``<out_dir>/step-<k>/seed-<s>``, k counting from ``first_step`` (reused when finished, resumed when
+    interrupted; ``parallel`` as in :func:`run_variants`). Chapter 6 runs the ``scratch-cpu`` preset's own choices
+    this way (:data:`~attnmel.config.SCRATCH_CPU_STEPS`), whose last row is the preset itself."""
     if not steps:
         raise ValueError("run_config_ladder needs at least one step")
     names = [name for name, _ in steps]
@@ -576,19 +592,13 @@ def run_config_ladder(
         raise ValueError(f"the ladder's step names must be distinct (they name its rows), got {names}")
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct and at least one, got {list(seeds)}")
-    pairs, configs, config = [], [], start
-    for k, (name, overrides) in enumerate(steps):
+    cells, config = [], start
+    for k, (name, overrides) in enumerate(steps, start=first_step):
         config = with_recipe(config, overrides)
-        for seed in seeds:
-            pairs.append((name, int(seed)))
+        for seed in map(int, seeds):
             run_dir = Path(out_dir) / f"step-{k}" / f"seed-{seed}"
-            configs.append(config.replace(seed=int(seed), run_dir=str(run_dir), resume=False))
-    labels = [f"{name}, seed {seed}" for name, seed in pairs]
-    trained = list(train_many(configs, parallel=parallel, reuse=reuse, labels=labels, log=log).values())
-    runs: dict[str, dict[int, Run]] = {name: {} for name, _ in steps}
-    for (name, seed), run in zip(pairs, trained, strict=True):
-        runs[name][seed] = run
-    return runs
+            cells.append((name, seed, config.replace(seed=seed, run_dir=str(run_dir), resume=False)))
+    return _train_grid(cells, reuse=reuse, log=log, parallel=parallel)
 
 
 def ladder_table(
