@@ -47,6 +47,7 @@ __all__ = [
     "run_config_ladder",
     "with_recipe",
     "ladder_table",
+    "ladder_extras",
     "ladder_markdown",
     "seed_runs_of",
     "seeds_table",
@@ -625,6 +626,29 @@ def ladder_table(
             row[key] = seed_interval(list(values.get(name, {}).values()))
         rows.append(row)
     return rows
+
+
+def ladder_extras(
+    ladder: Mapping[str, Mapping[int, Run]], mask_split: str, ph2_root: str | Path | None = None
+) -> tuple[dict[str, dict[str, dict[int, float]]], dict[str, str]]:
+    """A ladder's extra columns for :func:`ladder_table` and their titles for :func:`ladder_markdown`: each run's
+    pool-4 Jaccard on ``mask_split`` (:meth:`Run.attention`) and, given ``ph2_root``, its PH2 AUC
+    (:func:`evaluate_external`, reused when already evaluated)."""
+    extra = {
+        "jaccard": {
+            name: {s: run.attention(mask_split)["pool4"]["jaccard_mean"] for s, run in by_seed.items()}
+            for name, by_seed in ladder.items()
+        }
+    }
+    titles = {"jaccard": f"pool-4 Jaccard, {mask_split}"}
+    if ph2_root:
+        quiet = {"n_boot": 0, "reuse": True, "log": lambda _m: None}
+        extra["ph2_auc"] = {
+            name: {s: m["auc"] for s, m in evaluate_external(dict(by_seed), "ph2", ph2_root, **quiet).items()}
+            for name, by_seed in ladder.items()
+        }
+        titles["ph2_auc"] = "PH2 AUC"
+    return extra, titles
 
 
 def ladder_markdown(

@@ -131,16 +131,7 @@ if seeds > 0:
                                            reuse=reuse_runs, log=lambda m: None)  # fmt: skip
     test_split = experiments.test_split(base)
     mask_split = interpret.mask_split(base)
-    jaccard = {name: {s: run.attention(mask_split)["pool4"]["jaccard_mean"] for s, run in by_seed.items()}
-               for name, by_seed in ladder.items()}  # fmt: skip
-    extra, titles = {"jaccard": jaccard}, {"jaccard": f"pool-4 Jaccard, {mask_split}"}
-    if ph2_root:
-        extra["ph2_auc"] = {
-            name: {s: m["auc"] for s, m in experiments.evaluate_external(
-                {s: r for s, r in by_seed.items()}, "ph2", ph2_root, n_boot=0, reuse=True, log=lambda m: None).items()}
-            for name, by_seed in ladder.items()
-        }  # fmt: skip
-        titles["ph2_auc"] = "PH2 AUC"
+    extra, titles = experiments.ladder_extras(ladder, mask_split, ph2_root)  # pool-4 Jaccard; PH2 AUC if given
     rows = experiments.ladder_table(ladder, test_split, extra)
     atomic_write_json(out_dir / "ladder.json", {"profile": profile, "split": test_split, "seeds": seed_list,
                                                 "steps": [list(s) for s in RECIPE_STEPS], "rows": rows})
@@ -182,18 +173,7 @@ if preset_seeds > 0:
     preset_ladder = experiments.run_config_ladder(cpu, SCRATCH_CPU_STEPS, out_dir / "preset", preset_list,
                                                   reuse=reuse_runs, log=lambda m: None)  # fmt: skip
     cpu_test, cpu_masks = experiments.test_split(cpu), interpret.mask_split(cpu)
-    cpu_extra = {"jaccard": {
-        name: {s: run.attention(cpu_masks)["pool4"]["jaccard_mean"] for s, run in by_seed.items()}
-        for name, by_seed in preset_ladder.items()
-    }}  # fmt: skip
-    cpu_titles = {"jaccard": f"pool-4 Jaccard, {cpu_masks}"}
-    if ph2_root:
-        cpu_extra["ph2_auc"] = {
-            name: {s: m["auc"] for s, m in experiments.evaluate_external(
-                by_seed, "ph2", ph2_root, n_boot=0, reuse=True, log=lambda m: None).items()}
-            for name, by_seed in preset_ladder.items()
-        }  # fmt: skip
-        cpu_titles["ph2_auc"] = "PH2 AUC"
+    cpu_extra, cpu_titles = experiments.ladder_extras(preset_ladder, cpu_masks, ph2_root)
     cpu_rows = experiments.ladder_table(preset_ladder, cpu_test, cpu_extra)
     atomic_write_json(out_dir / "preset_ladder.json", {"profile": "scratch-cpu", "split": cpu_test,
                                                        "seeds": preset_list, "rows": cpu_rows,

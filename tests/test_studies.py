@@ -183,6 +183,19 @@ def test_the_recipe_ladder_reuses_chapter_4_and_stacks_each_step_on_the_earlier_
                                       steps=steps, **quiet)  # fmt: skip
 
 
+def test_ladder_extras_give_each_runs_pool4_jaccard_on_the_mask_split() -> None:
+    from types import SimpleNamespace
+
+    def run(jaccard: float) -> SimpleNamespace:
+        scores = {"Validation": {"pool3": {"jaccard_mean": 0.9}, "pool4": {"jaccard_mean": jaccard}}}
+        return SimpleNamespace(attention=lambda split: scores[split])
+
+    ladder = {"paper": {0: run(0.2), 1: run(0.3)}, "+ a": {0: run(0.4)}}
+    extra, titles = experiments.ladder_extras(ladder, "Validation")
+    assert extra == {"jaccard": {"paper": {0: 0.2, 1: 0.3}, "+ a": {0: 0.4}}}
+    assert titles == {"jaccard": "pool-4 Jaccard, Validation"}
+
+
 def test_the_cpu_preset_ladder_ends_on_the_preset_and_changes_one_thing_per_step() -> None:
     from attnmel.config import SCRATCH_CPU_STEPS
 
