@@ -452,6 +452,21 @@ def test_missing_images_can_be_skipped_from_the_command_line(syn, tmp_path, caps
     assert json.loads((tmp_path / "R2" / "config.json").read_text())["missing"] == "skip"
 
 
+def test_a_default_test_split_whose_images_were_all_skipped_is_left_out_with_a_warning(syn, tmp_path) -> None:
+    root = tmp_path / "syn"
+    shutil.copytree(syn, root)
+    for image in (root / "ISIC-2017_Test_shift_Data").glob("ISIC_*[0-9].jpg"):
+        image.unlink()  # every Test_shift image listed in the ground truth is gone
+    config = tiny(root, tmp_path / "R", epochs=1, eval_splits=None, missing="skip")
+    with pytest.warns(UserWarning, match=r"skipping evaluation split 'Test_shift'.*every listed image was skipped"):
+        result = fit(config, **QUIET)
+    assert sorted(p.stem for p in (result.run_dir / "metrics").glob("*.json")) == ["Test_v2", "Validation"]
+    assert not (result.run_dir / "predictions" / "Test_shift.csv").exists()
+    # a split the user named is not optional: the same gap is an error naming the split
+    with pytest.raises(DataError, match="Test_shift: no images to evaluate"):
+        fit(config.replace(run_dir=str(tmp_path / "R2"), eval_splits="Validation,Test_shift"), **QUIET)
+
+
 def test_evaluate_beside_a_loose_checkpoint_and_says_where(syn, tmp_path, capsys) -> None:
     result = fit(tiny(syn, tmp_path / "R", epochs=1), **QUIET)
     loose = tmp_path / "shared" / "model.pt"
