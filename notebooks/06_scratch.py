@@ -41,6 +41,7 @@ epochs = 0  # 0: the profile default (must match chapter 4 to reuse its runs)
 image_size = 0  # 0: the profile default (must match chapter 4 to reuse its runs)
 ladder_seeds = -1  # seeds per step of the ladder; -1: the profile's study (0 under isic2017-cpu: opt in)
 reuse_runs = False  # True: reuse finished ladder runs with the same settings instead of training again
+parallel = 0  # ladder runs trained at once; 0: the default (one at a time on a CPU, several on a GPU for the preset)
 preset_seeds = 0  # seeds per row of the scratch-cpu ladder on ISIC 2017 (needs data_root); 0: not trained
 seed = 0  # seed of the augmentation views and the first training seed
 
@@ -128,7 +129,8 @@ if seeds > 0:
     seed_list = list(range(base.seed, base.seed + seeds))
     ladder = experiments.run_recipe_ladder(base, out_dir / "ladder", seed_list,
                                            chapter4_dir=Path(runs_dir) / "04_ablations" / "isic2017",
-                                           reuse=reuse_runs, log=lambda m: None)  # fmt: skip
+                                           reuse=reuse_runs, log=lambda m: None,
+                                           parallel=parallel or None)  # fmt: skip
     test_split = experiments.test_split(base)
     mask_split = interpret.mask_split(base)
     extra, titles = experiments.ladder_extras(ladder, mask_split, ph2_root)  # pool-4 Jaccard; PH2 AUC if given
@@ -171,7 +173,8 @@ if preset_seeds > 0:
     preset_list = list(range(seed, seed + preset_seeds))
     start = time.perf_counter()
     preset_ladder = experiments.run_config_ladder(cpu, SCRATCH_CPU_STEPS, out_dir / "preset", preset_list,
-                                                  reuse=reuse_runs, log=lambda m: None)  # fmt: skip
+                                                  reuse=reuse_runs, log=lambda m: None,
+                                                  parallel=parallel or None)  # fmt: skip
     cpu_test, cpu_masks = experiments.test_split(cpu), interpret.mask_split(cpu)
     cpu_extra, cpu_titles = experiments.ladder_extras(preset_ladder, cpu_masks, ph2_root)
     cpu_rows = experiments.ladder_table(preset_ladder, cpu_test, cpu_extra)
