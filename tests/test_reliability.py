@@ -458,7 +458,9 @@ def test_a_default_test_split_whose_images_were_all_skipped_is_left_out_with_a_w
     for image in (root / "ISIC-2017_Test_shift_Data").glob("ISIC_*[0-9].jpg"):
         image.unlink()  # every Test_shift image listed in the ground truth is gone
     config = tiny(root, tmp_path / "R", epochs=1, eval_splits=None, missing="skip")
-    with pytest.warns(UserWarning, match=r"skipping evaluation split 'Test_shift'.*every listed image was skipped"):
+    with pytest.warns(
+        UserWarning, match=r"skipping evaluation split 'Test_shift'.*every listed image was skipped"
+    ):
         result = fit(config, **QUIET)
     assert sorted(p.stem for p in (result.run_dir / "metrics").glob("*.json")) == ["Test_v2", "Validation"]
     assert not (result.run_dir / "predictions" / "Test_shift.csv").exists()
