@@ -473,8 +473,8 @@ def run_variant_seeds(
     Finished runs are reused and interrupted ones resumed, as in :func:`run_or_load`; ``parallel`` as in
     :func:`run_variants`.
     """
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds must be distinct, got {list(seeds)}")
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct and at least one, got {list(seeds)}")
     out_dir = Path(out_dir)
     cells = [
         (

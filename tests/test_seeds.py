@@ -127,3 +127,6 @@ def test_variant_seeds_share_the_base_seed_run_with_the_single_seed_tables(syn, 
     assert (runs[3].config.seed, runs[4].config.seed) == (3, 4) and runs[4].config.model == "vgg16_gap"
     with pytest.raises(ValueError, match="unknown variant 'Nope'"):
         experiments.run_variant_seeds(base, tmp_path, ["Nope"], [3], **quiet)
+    for bad in ([], [3, 3]):  # no seed would return no rows at all; a repeated one, two writers of one folder
+        with pytest.raises(ValueError, match="seeds must be distinct and at least one"):
+            experiments.run_variant_seeds(base, tmp_path, ["VGG-16-GAP"], bad, **quiet)
