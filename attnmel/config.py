@@ -602,9 +602,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # The same recipe at 128 px on 2 CPU cores: 16 epochs of one pass (3,122 images) at a third of the peak
     # learning rate, with Shades of Gray colour constancy (p = 6). About 276 s an epoch with bf16 on 2 idle AMD EPYC
-    # cores (74-75 min in all); 880-1120 s an epoch with AVX2 only. ISIC 2017 Test_v2 AUC at the last epoch, seeds
-    # 0 / 1: 0.705 [0.649, 0.758] / 0.718 [0.664, 0.770], mean 0.712 (2026-12-05; see the README). The same with
-    # 6 epochs: 0.679 / 0.661; with 6 and no colour constancy: 0.687 / 0.626 (its effect not shown).
+    # cores (72-75 min in all); 880-1120 s an epoch with AVX2 only. ISIC 2017 Test_v2 AUC at the last epoch, seeds
+    # 0 / 1 / 2: 0.705 / 0.718 / 0.685, mean 0.703, 95% interval of the mean [0.661, 0.745] (2026-12-05; see the
+    # README). The same with 6 epochs: 0.679 / 0.661; with 6 and no colour constancy: 0.687 / 0.626 (its effect
+    # not shown).
     "scratch-cpu": {
         **_SCRATCH,
         "image_size": 128,
