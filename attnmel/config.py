@@ -28,6 +28,7 @@ __all__ = [
     "RECIPE_STEPS",
     "SCRATCH_CPU_STEPS",
     "SCRATCH_RECIPE",
+    "WITHOUT_REGULARISATION",
     "DATASET_SPLITS",
     "DATASETS",
     "MODELS",
@@ -543,6 +544,18 @@ SCRATCH_CPU_STEPS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("+ colour constancy (Shades of Gray, p = 6)", {"color_constancy": 6.0}),
     ("+ 16 epochs instead of 6: scratch-cpu", {"epochs": 16}),
 )
+
+# The recipe's augmentation and regularisation back at the paper's values (TrainConfig's defaults): what is left of
+# a scratch preset is its learning rate, schedule, length and colour constancy. Chapter 6 trains `scratch-cpu` this
+# way beside the preset itself, to ask whether its gain over the paper's protocol comes from the regularisers.
+WITHOUT_REGULARISATION: dict[str, Any] = {
+    "crop_scale": 1.0,
+    "color_jitter": 0.0,
+    "label_smoothing": 0.0,
+    "mixup": 0.0,
+    "ema": 0.0,
+    "weight_decay": 1e-4,
+}
 
 # What both from-scratch presets share: ISIC 2017 without ImageNet weights, one pass per epoch, the recipe.
 _SCRATCH: dict[str, Any] = dict(

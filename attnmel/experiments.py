@@ -45,6 +45,7 @@ __all__ = [
     "PAPER_PROTOCOL",
     "run_recipe_ladder",
     "run_config_ladder",
+    "run_without_regularisation",
     "with_recipe",
     "ladder_table",
     "ladder_extras",
@@ -600,6 +601,25 @@ def run_config_ladder(
             run_dir = Path(out_dir) / f"step-{k}" / f"seed-{seed}"
             cells.append((name, seed, config.replace(seed=seed, run_dir=str(run_dir), resume=False)))
     return _train_grid(cells, reuse=reuse, log=log, parallel=parallel)
+
+
+def run_without_regularisation(
+    config: TrainConfig,
+    out_dir: str | Path,
+    seeds: Sequence[int],
+    *,
+    reuse: bool = True,
+    log: Callable[[str], None] = print,
+    parallel: int | None = None,
+) -> dict[int, Run]:
+    """``config`` with the recipe's augmentation and regularisation at the paper's values
+    (:data:`~attnmel.config.WITHOUT_REGULARISATION`), trained per seed into ``<out_dir>/seed-<s>`` (reused when
+    finished, as in :func:`run_seeds`). Set beside a scratch preset's own runs of the same seeds, it shows whether
+    the preset's gain comes from those regularisers or from what is left: its learning rate, schedule and length."""
+    from attnmel.config import WITHOUT_REGULARISATION
+
+    bare = config.replace(**WITHOUT_REGULARISATION, run_dir=str(out_dir))
+    return run_seeds(bare, seeds, reuse=reuse, log=log, parallel=parallel)
 
 
 def ladder_table(

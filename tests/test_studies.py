@@ -211,6 +211,44 @@ def test_the_cpu_preset_ladder_ends_on_the_preset_and_changes_one_thing_per_step
         assert len({k for k, v in after.to_dict().items() if before.to_dict()[k] != v}) == 1
 
 
+def test_without_regularisation_resets_exactly_the_recipes_regularisers_to_the_papers_values() -> None:
+    from attnmel.config import RECIPE_STEPS, WITHOUT_REGULARISATION
+
+    paper, preset = TrainConfig(), TrainConfig.from_preset("scratch-cpu", data_root="/data")
+    assert all(getattr(paper, k) == v for k, v in WITHOUT_REGULARISATION.items())
+    bare = preset.replace(**WITHOUT_REGULARISATION).to_dict()
+    changed = {k for k, v in bare.items() if preset.to_dict()[k] != v}
+    schedule = {k for name, o in RECIPE_STEPS if "cosine" in name or "last epoch" in name for k in o}
+    assert changed == set(WITHOUT_REGULARISATION) and not changed & schedule  # the schedule and length stay
+    assert (bare["lr"], bare["epochs"], bare["lr_schedule"], bare["color_constancy"]) == (
+        0.003,
+        16,
+        "cosine",
+        6.0,
+    )
+
+
+def test_the_run_without_regularisation_trains_each_seed_beside_the_preset_and_pairs_with_it(
+    tiny_synthetic, tmp_path
+) -> None:
+    from .helpers import TINY_RUN
+
+    preset = TrainConfig(**{**TINY_RUN, "data_root": str(tiny_synthetic), "n_boot": 0, "epochs": 1,
+                            "max_train_samples": 8, "eval_splits": "Test_v2", "lr": 0.003, "crop_scale": 0.35,
+                            "mixup": 0.2, "ema": 0.9, "weight_decay": 5e-4})  # fmt: skip
+    quiet = {"log": lambda _m: None, "parallel": 1}
+    with_it = experiments.run_config_ladder(preset, [("preset", {})], tmp_path / "preset", [0, 1], **quiet)
+    bare = experiments.run_without_regularisation(preset, tmp_path / "bare", [0, 1], **quiet)
+    assert set(bare) == {0, 1} and bare[1].run_dir == tmp_path / "bare" / "seed-1"
+    c = bare[1].config
+    assert (c.crop_scale, c.mixup, c.ema, c.weight_decay, c.lr, c.seed) == (1.0, 0.0, 0.0, 1e-4, 0.003, 1)
+    stamp = bare[0].best_checkpoint.stat().st_mtime_ns
+    again = experiments.run_without_regularisation(preset, tmp_path / "bare", [0, 1], **quiet)
+    assert again[0].best_checkpoint.stat().st_mtime_ns == stamp  # reused, not retrained
+    rows = experiments.ladder_table({"preset": with_it["preset"], "without": bare}, "Test_v2")
+    assert rows[1]["vs_previous"]["n"] == 2 and set(rows[1]["per_seed"]) == {0, 1}
+
+
 def test_a_config_ladder_stacks_its_steps_on_any_start_and_reuses_its_runs(tiny_synthetic, tmp_path) -> None:
     from .helpers import TINY_RUN
 
