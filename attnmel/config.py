@@ -545,9 +545,10 @@ SCRATCH_CPU_STEPS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("+ 16 epochs instead of 6: scratch-cpu", {"epochs": 16}),
 )
 
-# The recipe's augmentation and regularisation back at the paper's values (TrainConfig's defaults): what is left of
-# a scratch preset is its learning rate, schedule, length and colour constancy. Chapter 6 trains `scratch-cpu` this
-# way beside the preset itself, to ask whether its gain over the paper's protocol comes from the regularisers.
+# The recipe's augmentation and regularisers, and the presets' weight decay, back at the paper's values
+# (TrainConfig's defaults): what is left of a scratch preset is its learning rate, schedule, length, colour
+# constancy, gradient clipping and last-epoch choice. Chapter 6 trains `scratch-cpu` this way beside the preset
+# itself, to ask whether its gain over the paper's protocol comes from the regularisers.
 WITHOUT_REGULARISATION: dict[str, Any] = {
     "crop_scale": 1.0,
     "color_jitter": 0.0,

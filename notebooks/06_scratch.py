@@ -195,10 +195,10 @@ if preset_seeds > 0:
         + f"\n\n{experiments.profile_caption('scratch-cpu', cpu, preset_seeds)}\n\n"
         + "\n".join(f"- {f}" for f in cpu_findings)
     ))  # fmt: skip
-    preset_name, bare_name = SCRATCH_CPU_STEPS[-1][0], "the preset without the recipe's augmentation and regularisation"
+    bare_name = "scratch-cpu without the recipe's augmentation and regularisation"
     bare_runs = experiments.run_without_regularisation(cpu, out_dir / "preset-bare", preset_list, reuse=reuse_runs,
                                                        log=lambda m: None, parallel=parallel or None)  # fmt: skip
-    contrast = {preset_name: preset_ladder[preset_name], bare_name: bare_runs}
+    contrast = {"scratch-cpu": preset_ladder[SCRATCH_CPU_STEPS[-1][0]], bare_name: bare_runs}
     bare_extra, _ = experiments.ladder_extras(contrast, cpu_masks, ph2_root)
     bare_rows = experiments.ladder_table(contrast, cpu_test, bare_extra)
     atomic_write_json(out_dir / "preset_bare.json", {"profile": "scratch-cpu", "split": cpu_test,
@@ -209,13 +209,15 @@ if preset_seeds > 0:
         f"regularisation, seeds {', '.join(map(str, preset_list))}**\n\n"
         + experiments.ladder_markdown(bare_rows, cpu_titles, first="'scratch-cpu'")
         + f"\n\n{experiments.profile_caption('scratch-cpu', cpu, preset_seeds)}\n\n- "
-        + experiments.paired_verdict("Without them", "the scratch-cpu preset", bare_rows[1]["vs_previous"])
+        + experiments.paired_verdict("Without them", "the scratch-cpu preset",
+                                     bare_rows[1]["vs_previous"])
     ))  # fmt: skip
 else:
     display(Markdown(
         f"*Not trained in this execution: {len(SCRATCH_CPU_STEPS)} rows x 2 seeds of the `scratch-cpu` preset on "
-        "ISIC 2017, and 2 runs of it without the recipe's regularisers, take about 7 hours on 2 cores. Run this chapter with `-p profile isic2017-cpu -p data_root "
-        "<ISIC 2017 folder> -p preset_seeds 2 -p reuse_runs True` (see the README).*"
+        "ISIC 2017, and 2 runs of it without the recipe's regularisers, take about 7 hours on 2 cores. Run this "
+        "chapter with `-p profile isic2017-cpu -p data_root <ISIC 2017 folder> -p preset_seeds 2 -p reuse_runs True` "
+        "(see the README).*"
     ))  # fmt: skip
 
 # %% [markdown]

@@ -212,7 +212,7 @@ def test_the_cpu_preset_ladder_ends_on_the_preset_and_changes_one_thing_per_step
 
 
 def test_without_regularisation_resets_exactly_the_recipes_regularisers_to_the_papers_values() -> None:
-    from attnmel.config import RECIPE_STEPS, WITHOUT_REGULARISATION
+    from attnmel.config import RECIPE_STEPS, SCRATCH_RECIPE, WITHOUT_REGULARISATION
 
     paper, preset = TrainConfig(), TrainConfig.from_preset("scratch-cpu", data_root="/data")
     assert all(getattr(paper, k) == v for k, v in WITHOUT_REGULARISATION.items())
@@ -220,6 +220,8 @@ def test_without_regularisation_resets_exactly_the_recipes_regularisers_to_the_p
     changed = {k for k, v in bare.items() if preset.to_dict()[k] != v}
     schedule = {k for name, o in RECIPE_STEPS if "cosine" in name or "last epoch" in name for k in o}
     assert changed == set(WITHOUT_REGULARISATION) and not changed & schedule  # the schedule and length stay
+    # a regulariser added to the recipe later must be listed too
+    assert set(SCRATCH_RECIPE) - schedule <= set(WITHOUT_REGULARISATION)
     assert (bare["lr"], bare["epochs"], bare["lr_schedule"], bare["color_constancy"]) == (
         0.003,
         16,
