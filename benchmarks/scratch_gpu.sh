@@ -2,7 +2,8 @@
 # The from-scratch GPU target (issue 13): the `scratch` preset (224 px, 40 one-pass epochs, no ImageNet weights)
 # trained on one GPU with the training set on the device, several seeds side by side, then the same at the
 # `scratch-cpu` preset's learning rate of 0.003 while time is left (on 2 CPU cores at 128 px, lr 0.003 is what
-# separates that preset from the recipe at 0.01; colour constancy showed no effect there). The runs keep best.pt by validation AUC, and
+# separates that preset from the recipe at 0.01; colour constancy showed no effect there). The runs keep best.pt
+# by validation AUC, and
 # latest.pt (the last epoch: the preset's own choice; the training is the same either way) is evaluated after,
 # so each seed gives Test_v2 AUC / AP with 95% intervals for both choices. The run folders (without checkpoints
 # and caches) are packed into OUT_DIR/runs.tgz for `attnmel compare` and the paired differences.
@@ -10,11 +11,15 @@
 #   benchmarks/scratch_gpu.sh ISIC2017_DIR [OUT_DIR]
 #
 # SEEDS (default "0 1 2"), BUDGET_S (seconds for the whole script, default 540: the second sweep starts only
-# when the time left is 1.1x what the first took), ONLY_LR=1 runs the lr 0.003 sweep alone (a second call). QUICK=1 DEVICE=cpu checks the script on a CPU with tiny settings.
+# when the time left is 1.1x what the first took). ONLY_LR=1 runs the lr 0.003 sweep alone (a second call), into
+# OUT_DIR (default benchmarks/results/scratch-gpu-lr, so that the first call's results stay). QUICK=1 DEVICE=cpu checks the
+# script on a CPU with tiny settings.
 set -uo pipefail
 
 DATA=${1:?usage: benchmarks/scratch_gpu.sh ISIC2017_DIR [OUT_DIR]}
-OUT=${2:-benchmarks/results/scratch-gpu}
+ONLY_LR=${ONLY_LR:-0}
+OUT=${2:-benchmarks/results/scratch-gpu$([ "$ONLY_LR" = 1 ] && echo -lr)}
+LR_SWEEP=(scratch-lr0.003 --lr 0.003)  # the second sweep: its name, then its flags
 DEVICE=${DEVICE:-cuda}
 PY=${PYTHON:-python}
 SEEDS=(${SEEDS:-0 1 2})
@@ -74,16 +79,16 @@ for label, relative in rows.items():
 EOF
 }
 
-if [ "${ONLY_LR:-0}" = 1 ]; then
-    sweep scratch-lr0.003 --lr 0.003
+if [ "$ONLY_LR" = 1 ]; then
+    sweep "${LR_SWEEP[@]}"
 else
     t_first=$(date +%s)
     sweep scratch
     took_first=$(( $(date +%s) - t_first ))
     if [ "$(left)" -ge $((took_first * 11 / 10)) ]; then  # only a sweep that can finish: a killed one leaves nothing
-        sweep scratch-lr0.003 --lr 0.003
+        sweep "${LR_SWEEP[@]}"
     else
-        echo "== scratch-lr0.003 skipped: $(left) s left, the first sweep took $took_first s (ONLY_LR=1 runs it)" \
+        echo "== ${LR_SWEEP[0]} skipped: $(left) s left, the first sweep took $took_first s (ONLY_LR=1 runs it)" \
             | tee -a "$SUMMARY"
     fi
 fi
