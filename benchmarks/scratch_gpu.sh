@@ -12,8 +12,9 @@
 #
 # SEEDS (default "0 1 2"), BUDGET_S (seconds for the whole script, default 540: the second sweep starts only
 # when the time left is 1.1x what the first took). ONLY_LR=1 runs the lr 0.003 sweep alone (a second call), into
-# OUT_DIR (default benchmarks/results/scratch-gpu-lr, so that the first call's results stay). QUICK=1 DEVICE=cpu checks the
-# script on a CPU with tiny settings.
+# OUT_DIR (default benchmarks/results/scratch-gpu-lr, so that the first call's results stay). An OUT_DIR that
+# already holds results is refused, never overwritten. QUICK=1 DEVICE=cpu checks the script on a CPU with tiny
+# settings.
 set -uo pipefail
 
 DATA=${1:?usage: benchmarks/scratch_gpu.sh ISIC2017_DIR [OUT_DIR]}
@@ -29,8 +30,12 @@ source "$(dirname "$0")/isic2017_setup.sh"  # repository root, PYTHONPATH, the I
 EXTRA=()
 [ "${QUICK:-0}" = 1 ] && EXTRA=(--epochs 3 --set max_train_samples=64 --set max_eval_samples=32
                                 --set image_size=64 --set resize=73 --num-workers 0)
-mkdir -p "$OUT/runs"
 SUMMARY="$OUT/summary.txt"
+if [ -e "$SUMMARY" ] || [ -e "$OUT/runs.tgz" ] || [ -e "$OUT/runs" ]; then  # one folder, one call: keep what it holds
+    echo "$NAME: $OUT already holds an earlier call's results (summary.txt, runs.tgz or runs/); move it or name another OUT_DIR" >&2
+    exit 2
+fi
+mkdir -p "$OUT/runs"
 : > "$SUMMARY"
 START=$(date +%s)
 left() { local t=$((BUDGET_S - ($(date +%s) - START))); echo $((t > 1 ? t : 1)); }  # timeout needs > 0

@@ -277,3 +277,25 @@ def test_bench_metrics_times_both_intervals_and_refuses_a_split_too_small(capsys
     with pytest.raises(SystemExit):
         module.main(["--n", "5"])
     assert "--n must be >= 20" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("earlier", ["summary.txt", "runs.tgz", "runs"])
+def test_scratch_gpu_script_refuses_an_out_dir_with_earlier_results(tmp_path, earlier):
+    """One folder, one call: a second call naming the same OUT_DIR stops before it truncates anything."""
+    import pathlib
+    import subprocess
+
+    data = tmp_path / "isic2017"
+    data.mkdir()
+    (data / "ISIC-2017_Training_Part3_GroundTruth.csv").write_text("image_id,melanoma,seborrheic_keratosis\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / earlier).mkdir() if earlier == "runs" else (out / earlier).write_text("kept\n")
+    script = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "scratch_gpu.sh"
+    done = subprocess.run(
+        ["bash", str(script), str(data), str(out)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2 and "already holds an earlier call's results" in done.stderr
+    assert str(out) in done.stderr and sorted(p.name for p in out.iterdir()) == [earlier]
+    if earlier != "runs":
+        assert (out / earlier).read_text() == "kept\n"
