@@ -6,13 +6,17 @@ Nothing here asserts a speed: the figures depend on the machine. Cases are tiny 
 from __future__ import annotations
 
 import math
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
 from attnmel import bench
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"  # scripts, not a package
 
 
 def test_count_flops_of_a_conv_matches_the_hand_count():
@@ -228,9 +232,8 @@ def test_render_report_has_machine_info_and_the_table():
 def _benchmark_module(name: str):
     """A script of ``benchmarks/`` (not a package) loaded as a module."""
     import importlib.util
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    path = BENCHMARKS / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -282,16 +285,16 @@ def test_bench_metrics_times_both_intervals_and_refuses_a_split_too_small(capsys
 @pytest.mark.parametrize("earlier", ["summary.txt", "runs.tgz", "runs"])
 def test_scratch_gpu_script_refuses_an_out_dir_with_earlier_results(tmp_path, earlier):
     """One folder, one call: a second call naming the same OUT_DIR stops before it truncates anything."""
-    import pathlib
-    import subprocess
-
     data = tmp_path / "isic2017"
     data.mkdir()
     (data / "ISIC-2017_Training_Part3_GroundTruth.csv").write_text("image_id,melanoma,seborrheic_keratosis\n")
     out = tmp_path / "out"
     out.mkdir()
-    (out / earlier).mkdir() if earlier == "runs" else (out / earlier).write_text("kept\n")
-    script = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "scratch_gpu.sh"
+    if earlier == "runs":
+        (out / earlier).mkdir()
+    else:
+        (out / earlier).write_text("kept\n")
+    script = BENCHMARKS / "scratch_gpu.sh"
     done = subprocess.run(
         ["bash", str(script), str(data), str(out)], capture_output=True, text=True, timeout=60
     )
