@@ -197,7 +197,7 @@ class TrainConfig:
     select_epoch: str = option(
         "val_auc",
         "the epoch best.pt keeps and the test splits score: the best validation AUC (the authors'), or the last "
-        "(with a small validation set, its AUC is too noisy to pick an epoch)",
+        "(with a small validation set, its AUC is too noisy to pick an epoch; best_val.pt then keeps the other)",
         choices=SELECT_EPOCHS,
     )
     seed: int = option(0, "seed for initialisation, data order and augmentation")

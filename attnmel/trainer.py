@@ -11,6 +11,7 @@ Run folder::
     <run_dir>/history.csv, history.json    one row per epoch: train loss and its parts, val AP/AUC, lr, seconds
     <run_dir>/checkpoints/best.pt          best validation AUC   (attnmel.checkpoint format)
     <run_dir>/checkpoints/latest.pt        last finished epoch   (resume point)
+    <run_dir>/checkpoints/best_val.pt      best validation AUC, when select_epoch='last' (best.pt is the last)
     <run_dir>/predictions/<split>.csv      best checkpoint, ISIC-challenge style (image_id, melanoma)
     <run_dir>/metrics/<split>.json         AP, AUC with bootstrap CIs, threshold metrics, calibration
     <run_dir>/data/<split>.json            which samples each split held
@@ -570,8 +571,10 @@ class _Run:
     loss_fn: nn.Module
     ema: Any = None  # AveragedModel of `model` (config.ema > 0): what validation scores and checkpoints hold
     history: list[dict[str, Any]] = field(default_factory=list)
-    best_epoch: int = 0
+    best_epoch: int = 0  # the epoch best.pt holds: by validation AUC, or the last (config.select_epoch)
     best_auc: float = -math.inf
+    peak_epoch: int = 0  # the epoch of best validation AUC whichever epoch best.pt keeps
+    peak_auc: float = -math.inf
     start_epoch: int = 1
     writer: Any = None  # TensorBoard SummaryWriter (rank 0, tensorboard=True)
     saver: BackgroundWriter | None = None  # checkpoint writes in a thread (GPU runs), else written in line
@@ -594,6 +597,11 @@ class _Run:
     def best_path(self) -> Path:
         return self.run_dir / "checkpoints" / "best.pt"
 
+    @property
+    def best_val_path(self) -> Path:
+        """The epoch of best validation AUC, kept beside best.pt when that holds the last epoch."""
+        return self.run_dir / "checkpoints" / "best_val.pt"
+
 
 def _fit(
     config: TrainConfig, device: torch.device, info: Any, log: Callable[[str], None], t0: float, run_dir: Path
@@ -608,8 +616,8 @@ def _fit(
             epoch_start = time.perf_counter()
             row = _train_epoch(run, epoch, show)
             if info.is_main:
-                improved = _validate(run, row, epoch_start)
-                _save_checkpoints(run, row, improved)
+                improved, peaked = _validate(run, row, epoch_start)
+                _save_checkpoints(run, row, improved, peaked)
                 epoch_bar.set_postfix(val_auc=f"{row['val_auc']:.3f}", best=run.best_epoch)
                 log(
                     f"epoch {epoch}/{config.epochs}: loss {row['train_loss']:.4f}, val AUC "
@@ -633,10 +641,14 @@ def _fit(
     distributed.barrier()
     seconds = time.perf_counter() - t0
     if info.is_main:
-        log(
-            f"done in {seconds:.0f} s: best epoch {run.best_epoch}, val AUC {run.best_auc:.4f}; "
-            f"run folder {run_dir}"
-        )
+        kept = f"best epoch {run.best_epoch}, val AUC {run.best_auc:.4f}"
+        if config.select_epoch == "last":
+            kept = f"kept the last epoch ({run.best_epoch}, val AUC {run.best_auc:.4f})"
+            if run.peak_epoch:
+                kept += (
+                    f", best val AUC {run.peak_auc:.4f} at epoch {run.peak_epoch} in {run.best_val_path.name}"
+                )
+        log(f"done in {seconds:.0f} s: {kept}; run folder {run_dir}")
     return RunResult(run_dir, int(run.best_epoch), float(run.best_auc), run.history, test_metrics, seconds)
 
 
@@ -778,6 +790,8 @@ def _restore(run: _Run) -> None:
     run.history = list(ckpt["history"])
     run.best_epoch, run.start_epoch = ckpt["best_epoch"], ckpt["epoch"] + 1
     run.best_auc = ckpt["best_val_auc"] if math.isfinite(ckpt["best_val_auc"]) else -math.inf
+    for row in run.history:  # the peak is not stored: the history's validation AUCs give it again
+        _track_peak(run, row["epoch"], row["val_auc"])
     run.log(
         f"resuming {run.run_dir} after epoch {ckpt['epoch']} (best epoch {run.best_epoch}, "
         f"val AUC {run.best_auc:.4f})"
@@ -880,8 +894,22 @@ class _DeviceBatches:
 
 
 # ------------------------------------------------------------------------------------ phase 3: validation
-def _validate(run: _Run, row: dict[str, Any], epoch_start: float) -> bool:
-    """Validation AUC / AP / focal loss into ``row`` (appended to the history); whether the epoch is the best."""
+def _improves(auc: float, best_auc: float, best_epoch: int) -> bool:
+    """The paper's rule for keeping an epoch: a strictly better validation AUC (the first epoch always)."""
+    return (math.isfinite(auc) and auc > best_auc) or best_epoch == 0
+
+
+def _track_peak(run: _Run, epoch: int, auc: float) -> bool:
+    """Record ``epoch`` as the best validation AUC so far when it improves on it; whether it did."""
+    if not _improves(auc, run.peak_auc, run.peak_epoch):
+        return False
+    run.peak_epoch, run.peak_auc = epoch, (auc if math.isfinite(auc) else -math.inf)
+    return True
+
+
+def _validate(run: _Run, row: dict[str, Any], epoch_start: float) -> tuple[bool, bool]:
+    """Validation AUC / AP / focal loss into ``row`` (appended to the history); whether best.pt takes the
+    epoch (by ``config.select_epoch``), and whether it is the best validation AUC so far."""
     config, epoch = run.config, row["epoch"]
     pred = predict_loader(
         run.ema.module if run.ema is not None else unwrap_model(run.train_model),
@@ -899,16 +927,14 @@ def _validate(run: _Run, row: dict[str, Any], epoch_start: float) -> bool:
             0,
         )
     auc, ap = _auc_ap(pred["label"], pred["prob"])
-    if config.select_epoch == "last":  # every epoch replaces the one before
-        improved = True
-    else:
-        improved = (math.isfinite(auc) and auc > run.best_auc) or run.best_epoch == 0  # strictly better
+    peaked = _track_peak(run, epoch, auc)
+    improved = config.select_epoch == "last" or peaked  # with "last", every epoch replaces the one before
     if improved:
         run.best_epoch, run.best_auc = epoch, (auc if math.isfinite(auc) else -math.inf)
     row.update(val_loss=_focal(config, pred), val_ap=ap, val_auc=auc, is_best=bool(improved))
     row["seconds"] = time.perf_counter() - epoch_start
     run.history.append(row)
-    return improved
+    return improved, peaked
 
 
 # ------------------------------------------------------------------------------------ phase 4: checkpoints
@@ -924,8 +950,9 @@ _TENSORBOARD_KEYS = (
 )
 
 
-def _save_checkpoints(run: _Run, row: dict[str, Any], improved: bool) -> None:
-    """best.pt (when improved) before latest.pt, so a crash between the two leaves a consistent pair; history."""
+def _save_checkpoints(run: _Run, row: dict[str, Any], improved: bool, peaked: bool) -> None:
+    """best.pt (when improved) before latest.pt, so a crash between the two leaves a consistent pair; history.
+    With select_epoch='last', best_val.pt (when ``peaked``) first: the best validation epoch is not lost."""
     ckpt = make_checkpoint(
         run.ema.module if run.ema is not None else run.model,  # the weights validation scored
         optimizer=run.optimizer,
@@ -941,9 +968,18 @@ def _save_checkpoints(run: _Run, row: dict[str, Any], improved: bool) -> None:
         ckpt["train_model"] = {k: v.detach().cpu() for k, v in run.model.state_dict().items()}
         ckpt["ema_updates"] = run.ema.updates
 
+    keep_peak = peaked and run.config.select_epoch == "last"  # with "val_auc", best.pt is that epoch already
+    peak_facts = {
+        "best_epoch": run.peak_epoch,
+        "best_val_auc": run.peak_auc if math.isfinite(run.peak_auc) else math.nan,
+    }
+
     def write(ckpt: dict[str, Any], history: list[dict[str, Any]]) -> None:
-        if improved:  # the weights and the run's facts; the optimiser and RNG states live in latest.pt only
-            save_checkpoint(run.best_path, {k: v for k, v in ckpt.items() if k not in RESUME_STATE})
+        weights = {k: v for k, v in ckpt.items() if k not in RESUME_STATE}  # optimiser, RNG: latest.pt only
+        if keep_peak:
+            save_checkpoint(run.best_val_path, {**weights, **peak_facts})
+        if improved:
+            save_checkpoint(run.best_path, weights)
         save_checkpoint(run.latest_path, ckpt)
         _write_history(run.run_dir, history)
 

@@ -200,3 +200,47 @@ def test_select_epoch_last_keeps_the_last_epoch_whatever_its_validation_auc(syn,
     )
     metrics = json.loads((last.run_dir / "metrics" / "Validation.json").read_text())
     assert metrics["epoch"] == 3 and metrics["auc"] == pytest.approx(aucs[-1])
+
+
+def test_select_epoch_last_keeps_the_best_validation_epoch_in_best_val_pt_across_a_resume(
+    syn, tmp_path, monkeypatch
+) -> None:
+    """best.pt holds the last epoch, best_val.pt the first best validation AUC; a resume finds that epoch again
+    from the history (else epoch 3's 0.7 would replace epoch 2's 0.8 after the restart)."""
+    import attnmel.trainer as trainer
+
+    scripted = [0.6, 0.8, 0.7, 0.8]  # the peak is epoch 2: epoch 4 only ties it
+    aucs = iter([])
+    monkeypatch.setattr(trainer, "_auc_ap", lambda labels, probs: (next(aucs), 0.5))
+    base = tiny_config(syn, tmp_path, epochs=4, max_train_samples=8, eval_splits="Validation", n_boot=0)
+    lines: list[str] = []
+
+    aucs = iter(scripted)
+    by_auc = fit(base.replace(run_name="auc"), log=lambda _m: None)
+    assert by_auc.best_epoch == 2 and not (by_auc.run_dir / "checkpoints" / "best_val.pt").exists()
+
+    aucs = iter(scripted)
+    real_epoch = trainer._train_epoch
+
+    def stop_at_three(run, epoch, show):
+        if epoch == 3:
+            raise KeyboardInterrupt
+        return real_epoch(run, epoch, show)
+
+    monkeypatch.setattr(trainer, "_train_epoch", stop_at_three)
+    with pytest.raises(KeyboardInterrupt):
+        fit(base.replace(run_name="last", select_epoch="last"), log=lambda _m: None)
+    monkeypatch.setattr(trainer, "_train_epoch", real_epoch)
+    last = fit(base.replace(run_name="last", select_epoch="last", resume=True), log=lines.append)
+
+    folder = last.run_dir / "checkpoints"
+    best, peak = (torch.load(folder / name, weights_only=True) for name in ("best.pt", "best_val.pt"))
+    assert (best["epoch"], best["best_epoch"], best["best_val_auc"]) == (4, 4, 0.8)
+    assert (peak["epoch"], peak["best_epoch"], peak["best_val_auc"]) == (2, 2, 0.8)
+    assert "optimizer" not in peak and "rng" not in peak  # weights and facts only, like best.pt
+    chosen = torch.load(by_auc.run_dir / "checkpoints" / "best.pt", weights_only=True)
+    assert all(torch.equal(peak["model"][k], chosen["model"][k]) for k in chosen["model"])
+    assert not all(torch.equal(peak["model"][k], best["model"][k]) for k in best["model"])
+    assert (
+        "kept the last epoch (4, val AUC 0.8000), best val AUC 0.8000 at epoch 2 in best_val.pt" in lines[-1]
+    )
