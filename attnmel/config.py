@@ -619,7 +619,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # cores (72-75 min in all); 880-1120 s an epoch with AVX2 only. ISIC 2017 Test_v2 AUC at the last epoch, seeds
     # 0 / 1 / 2: 0.705 / 0.718 / 0.685, mean 0.703, 95% interval of the mean [0.661, 0.745] (2026-12-05; see the
     # README). The same with 6 epochs: 0.679 / 0.661; with 6 and no colour constancy: 0.687 / 0.626 (its effect
-    # not shown); with 6 at the recipe's lr 0.01: 0.656 / 0.652; with 16 at lr 0.01: 0.714 on seed 0 (2026-12-06),
+    # not shown); with 6 at the recipe's lr 0.01: 0.656 / 0.652; with 16 at lr 0.01: 0.714 / 0.720 (2026-12-06),
     # so the lower rate scored higher only at 6 epochs.
     "scratch-cpu": {
         **_SCRATCH,
