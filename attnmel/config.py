@@ -540,7 +540,7 @@ SCRATCH_RECIPE: dict[str, Any] = {k: v for _, overrides in RECIPE_STEPS for k, v
 # What the `scratch-cpu` preset adds to the recipe, one step at a time (chapter 6's second ladder): the first row
 # is the preset at 6 epochs without colour constancy, the last the preset itself (16 epochs, Shades of Gray p = 6).
 SCRATCH_CPU_STEPS: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("recipe at lr 0.003, 6 epochs", {"epochs": 6, "color_constancy": 0.0}),
+    ("scratch-cpu at 6 epochs, no colour constancy", {"epochs": 6, "color_constancy": 0.0}),
     ("+ colour constancy (Shades of Gray, p = 6)", {"color_constancy": 6.0}),
     ("+ 16 epochs instead of 6: scratch-cpu", {"epochs": 16}),
 )
@@ -614,23 +614,22 @@ PRESETS: dict[str, dict[str, Any]] = {
         "ema": 0.998,
         "data_on_device": True,
     },
-    # The same recipe at 128 px on 2 CPU cores: 16 epochs of one pass (3,122 images) at a third of the peak
-    # learning rate, with Shades of Gray colour constancy (p = 6). About 276 s an epoch with bf16 on 2 idle AMD EPYC
-    # cores (72-75 min in all); 880-1120 s an epoch with AVX2 only. ISIC 2017 Test_v2 AUC at the last epoch, seeds
-    # 0 / 1 / 2: 0.705 / 0.718 / 0.685, mean 0.703, 95% interval of the mean [0.661, 0.745] (2026-12-05; see the
-    # README). The same with 6 epochs: 0.679 / 0.661; with 6 and no colour constancy: 0.687 / 0.626 (its effect
-    # not shown); with 6 at the recipe's lr 0.01: 0.656 / 0.652; with 16 at lr 0.01: 0.714 / 0.720 (2026-12-06),
-    # so the lower rate scored higher only at 6 epochs.
+    # The same recipe at 128 px on 2 CPU cores: 16 epochs of one pass (3,122 images) at the recipe's peak learning
+    # rate, with Shades of Gray colour constancy (p = 6). 150-325 s an epoch with bf16 on 2 idle AMD EPYC cores,
+    # depending on the host (44-83 min in all); 880-1120 s an epoch with AVX2 only. ISIC 2017 Test_v2 AUC at the
+    # last epoch, seeds 0 / 1 / 2: 0.714 / 0.720 / 0.703, mean 0.712, 95% interval of the mean [0.690, 0.734]
+    # (2026-12-06; see the README). Until then the preset trained at lr 0.003: 0.705 / 0.718 / 0.685, lower on every
+    # seed at 16 epochs (it was chosen on 6-epoch runs, where it scored higher: 0.679 / 0.661 against 0.656 / 0.652).
+    # With 6 epochs and no colour constancy: 0.687 / 0.626 against 0.679 / 0.661 with it (at lr 0.003; not shown).
     "scratch-cpu": {
         **_SCRATCH,
         "image_size": 128,
         "resize": 146,
         "epochs": 16,
-        "lr": 0.003,
         "color_constancy": 6.0,
         "device": "cpu",
         "num_workers": 2,
-        "data_on_device": True,  # same augmentation, whole batches: 276 s an epoch here, 313 s with the loader
+        "data_on_device": True,  # same augmentation, whole batches: 276 s an epoch, 313 s with the loader (one host)
         "warmup_epochs": 2,
         "ema": 0.99,
     },

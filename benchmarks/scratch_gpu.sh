@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The from-scratch GPU target (issue 13): the `scratch` preset (224 px, 40 one-pass epochs, no ImageNet weights)
-# trained on one GPU with the training set on the device, several seeds side by side, then the same at the
-# `scratch-cpu` preset's learning rate of 0.003 while time is left (on 2 CPU cores at 128 px, lr 0.003 is what
-# separates that preset from the recipe at 0.01; colour constancy showed no effect there). The runs keep best.pt
-# by validation AUC, and latest.pt (the last epoch: the preset's own choice; the training is the same either way)
-# is evaluated after, so each seed gives Test_v2 AUC / AP with 95% intervals for both choices. The run folders
-# (without checkpoints and caches) are packed into OUT_DIR/runs.tgz for `attnmel compare` and the paired
-# differences.
+# trained on one GPU with the training set on the device, several seeds side by side, then the same at a third
+# of its learning rate (0.003) while time is left (the `scratch-cpu` preset trained at 0.003 until 2026-12-06: on
+# 2 CPU cores it scored higher at 6 epochs and lower at 16; 40 epochs at 224 px are not measured). The runs keep
+# best.pt by validation AUC, and latest.pt (the last epoch: the preset's own choice; the training is the same
+# either way) is evaluated after, so each seed gives Test_v2 AUC / AP with 95% intervals for both choices. The
+# run folders (without checkpoints and caches) are packed into OUT_DIR/runs.tgz for `attnmel compare` and the
+# paired differences.
 #
 #   benchmarks/scratch_gpu.sh ISIC2017_DIR [OUT_DIR]
 #

@@ -223,7 +223,7 @@ def test_without_regularisation_resets_exactly_the_recipes_regularisers_to_the_p
     # a regulariser added to the recipe later must be listed too
     assert set(SCRATCH_RECIPE) - schedule <= set(WITHOUT_REGULARISATION)
     assert (bare["lr"], bare["epochs"], bare["lr_schedule"], bare["color_constancy"]) == (
-        0.003,
+        0.01,
         16,
         "cosine",
         6.0,
