@@ -162,7 +162,7 @@ else:
 # Gray colour constancy (each image divided by its $L^6$ illuminant estimate, in training and evaluation alike)
 # and 16 epochs, with two warm-up epochs and an EMA decay of 0.99 to suit that length. This second ladder starts
 # from the preset at 6 epochs without colour constancy, adds colour constancy, then the 10 more epochs: its last
-# row is the preset itself. It trains on ISIC 2017 only, and its 16-epoch rows take 45-85 minutes each on 2
+# row is the preset itself. It trains on ISIC 2017 only, and its 16-epoch rows take 44-83 minutes each on 2
 # cores, so it is opt-in: `-p preset_seeds 2` with the `isic2017-cpu` profile and `data_root` (see the README).
 #
 # Beside the ladder, the same seeds train the preset with the recipe's augmentation and regularisation back at
@@ -215,7 +215,7 @@ if preset_seeds > 0:
 else:
     display(Markdown(
         f"*Not trained in this execution: {len(SCRATCH_CPU_STEPS)} rows x 2 seeds of the `scratch-cpu` preset on "
-        "ISIC 2017, and 2 runs of it without the recipe's regularisers, take about 7 hours on 2 cores. Run this "
+        "ISIC 2017, and 2 runs of it without the recipe's regularisers, take 5-7.5 hours on 2 cores. Run this "
         "chapter with `-p profile isic2017-cpu -p data_root <ISIC 2017 folder> -p preset_seeds 2 -p reuse_runs True` "
         "(see the README).*"
     ))  # fmt: skip
