@@ -645,9 +645,13 @@ def _fit(
         if config.select_epoch == "last":
             kept = f"kept the last epoch ({run.best_epoch}, val AUC {run.best_auc:.4f})"
             if run.peak_epoch:
-                kept += (
-                    f", best val AUC {run.peak_auc:.4f} at epoch {run.peak_epoch} in {run.best_val_path.name}"
+                # a run resumed from older code finds its peak in the history but never saved its weights
+                where = (
+                    run.best_val_path.name
+                    if run.best_val_path.is_file()
+                    else "not saved: the run began before best_val.pt was kept"
                 )
+                kept += f", best val AUC {run.peak_auc:.4f} at epoch {run.peak_epoch} ({where})"
         log(f"done in {seconds:.0f} s: {kept}; run folder {run_dir}")
     return RunResult(run_dir, int(run.best_epoch), float(run.best_auc), run.history, test_metrics, seconds)
 

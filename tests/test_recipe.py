@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -202,24 +203,17 @@ def test_select_epoch_last_keeps_the_last_epoch_whatever_its_validation_auc(syn,
     assert metrics["epoch"] == 3 and metrics["auc"] == pytest.approx(aucs[-1])
 
 
-def test_select_epoch_last_keeps_the_best_validation_epoch_in_best_val_pt_across_a_resume(
-    syn, tmp_path, monkeypatch
-) -> None:
-    """best.pt holds the last epoch, best_val.pt the first best validation AUC; a resume finds that epoch again
-    from the history (else epoch 3's 0.7 would replace epoch 2's 0.8 after the restart)."""
+SCRIPTED_VAL_AUCS = [0.6, 0.8, 0.7, 0.8]  # the peak is epoch 2: epoch 4 only ties it
+
+
+def _last_epoch_run_interrupted_at_three_then_resumed(
+    base, monkeypatch, lines, before_resume=lambda _d: None
+):
+    """A select_epoch='last' run whose validation AUCs are SCRIPTED_VAL_AUCS, stopped in epoch 3 and resumed."""
     import attnmel.trainer as trainer
 
-    scripted = [0.6, 0.8, 0.7, 0.8]  # the peak is epoch 2: epoch 4 only ties it
-    aucs = iter([])
+    aucs = iter(SCRIPTED_VAL_AUCS)
     monkeypatch.setattr(trainer, "_auc_ap", lambda labels, probs: (next(aucs), 0.5))
-    base = tiny_config(syn, tmp_path, epochs=4, max_train_samples=8, eval_splits="Validation", n_boot=0)
-    lines: list[str] = []
-
-    aucs = iter(scripted)
-    by_auc = fit(base.replace(run_name="auc"), log=lambda _m: None)
-    assert by_auc.best_epoch == 2 and not (by_auc.run_dir / "checkpoints" / "best_val.pt").exists()
-
-    aucs = iter(scripted)
     real_epoch = trainer._train_epoch
 
     def stop_at_three(run, epoch, show):
@@ -231,7 +225,25 @@ def test_select_epoch_last_keeps_the_best_validation_epoch_in_best_val_pt_across
     with pytest.raises(KeyboardInterrupt):
         fit(base.replace(run_name="last", select_epoch="last"), log=lambda _m: None)
     monkeypatch.setattr(trainer, "_train_epoch", real_epoch)
-    last = fit(base.replace(run_name="last", select_epoch="last", resume=True), log=lines.append)
+    before_resume(Path(base.runs_root) / "last")
+    return fit(base.replace(run_name="last", select_epoch="last", resume=True), log=lines.append)
+
+
+def test_select_epoch_last_keeps_the_best_validation_epoch_in_best_val_pt_across_a_resume(
+    syn, tmp_path, monkeypatch
+) -> None:
+    """best.pt holds the last epoch, best_val.pt the first best validation AUC; a resume finds that epoch again
+    from the history (else epoch 3's 0.7 would replace epoch 2's 0.8 after the restart)."""
+    import attnmel.trainer as trainer
+
+    base = tiny_config(syn, tmp_path, epochs=4, max_train_samples=8, eval_splits="Validation", n_boot=0)
+    lines: list[str] = []
+    aucs = iter(SCRIPTED_VAL_AUCS)
+    monkeypatch.setattr(trainer, "_auc_ap", lambda labels, probs: (next(aucs), 0.5))
+    by_auc = fit(base.replace(run_name="auc"), log=lambda _m: None)
+    assert by_auc.best_epoch == 2 and not (by_auc.run_dir / "checkpoints" / "best_val.pt").exists()
+
+    last = _last_epoch_run_interrupted_at_three_then_resumed(base, monkeypatch, lines)
 
     folder = last.run_dir / "checkpoints"
     best, peak = (torch.load(folder / name, weights_only=True) for name in ("best.pt", "best_val.pt"))
@@ -242,5 +254,21 @@ def test_select_epoch_last_keeps_the_best_validation_epoch_in_best_val_pt_across
     assert all(torch.equal(peak["model"][k], chosen["model"][k]) for k in chosen["model"])
     assert not all(torch.equal(peak["model"][k], best["model"][k]) for k in best["model"])
     assert (
-        "kept the last epoch (4, val AUC 0.8000), best val AUC 0.8000 at epoch 2 in best_val.pt" in lines[-1]
+        "kept the last epoch (4, val AUC 0.8000), best val AUC 0.8000 at epoch 2 (best_val.pt)" in lines[-1]
+    )
+
+
+def test_a_resumed_run_without_best_val_pt_says_its_peak_was_not_kept(syn, tmp_path, monkeypatch) -> None:
+    """A run begun before best_val.pt existed finds its peak in the history, and its last line says the peak's
+    weights were not kept instead of naming a file that is not there."""
+    base = tiny_config(syn, tmp_path, epochs=4, max_train_samples=8, eval_splits="Validation", n_boot=0)
+    lines: list[str] = []
+
+    def as_older_code_left_it(run_dir: Path) -> None:
+        (run_dir / "checkpoints" / "best_val.pt").unlink()
+
+    last = _last_epoch_run_interrupted_at_three_then_resumed(base, monkeypatch, lines, as_older_code_left_it)
+    assert not (last.run_dir / "checkpoints" / "best_val.pt").exists()  # epoch 4 only ties the peak
+    assert (
+        "best val AUC 0.8000 at epoch 2 (not saved: the run began before best_val.pt was kept)" in lines[-1]
     )
