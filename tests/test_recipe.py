@@ -143,10 +143,37 @@ def syn(tiny_synthetic):
     return tiny_synthetic
 
 
-def test_a_recipe_run_trains_validates_the_average_and_resumes_exactly(syn, tmp_path, monkeypatch) -> None:
-    """Every option on at once; killed after epoch 1, resumed: the same weights and average as a straight run."""
+def _stopped_in_epoch_then_resumed(config, stop_epoch, monkeypatch, log=lambda _m: None, before_resume=None):
+    """Train ``config``, interrupt it as epoch ``stop_epoch`` begins, then resume it: the resumed run's result.
+    ``before_resume(run_dir)`` may change the folder in between (e.g. as older code would have left it)."""
     from attnmel import trainer
 
+    real_epoch = trainer._train_epoch
+
+    def stop(run, epoch, show):
+        if epoch == stop_epoch:
+            raise KeyboardInterrupt
+        return real_epoch(run, epoch, show)
+
+    monkeypatch.setattr(trainer, "_train_epoch", stop)
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, log=lambda _m: None)
+    monkeypatch.setattr(trainer, "_train_epoch", real_epoch)
+    if before_resume is not None:
+        before_resume(Path(config.runs_root) / config.run_name)
+    return fit(config.replace(resume=True), log=log)
+
+
+def _script_val_aucs(monkeypatch, aucs: list[float]) -> None:
+    """The trainer's validation AUCs from here on are ``aucs``, in order (AP 0.5)."""
+    from attnmel import trainer
+
+    scripted = iter(aucs)
+    monkeypatch.setattr(trainer, "_auc_ap", lambda labels, probs: (next(scripted), 0.5))
+
+
+def test_a_recipe_run_trains_validates_the_average_and_resumes_exactly(syn, tmp_path, monkeypatch) -> None:
+    """Every option on at once; killed after epoch 1, resumed: the same weights and average as a straight run."""
     recipe = dict(crop_scale=0.5, color_jitter=0.2, label_smoothing=0.1, mixup=0.2, lr_schedule="cosine",
                   warmup_epochs=1, ema=0.9)  # fmt: skip
     base = tiny_config(syn, tmp_path / "runs", epochs=3, max_train_samples=12, seed=5, eval_splits="Validation",
@@ -155,18 +182,7 @@ def test_a_recipe_run_trains_validates_the_average_and_resumes_exactly(syn, tmp_
     straight = fit(base.replace(run_name="straight"), **quiet)
     assert [round(r["lr"], 6) for r in straight.history] == [0.005, 0.01, 0.005]  # warm-up, then the cosine
 
-    real_epoch = trainer._train_epoch
-
-    def stop_at_two(run, epoch, show):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return real_epoch(run, epoch, show)
-
-    monkeypatch.setattr(trainer, "_train_epoch", stop_at_two)
-    with pytest.raises(KeyboardInterrupt):
-        fit(base.replace(run_name="split"), **quiet)
-    monkeypatch.setattr(trainer, "_train_epoch", real_epoch)
-    resumed = fit(base.replace(run_name="split", resume=True), **quiet)
+    resumed = _stopped_in_epoch_then_resumed(base.replace(run_name="split"), 2, monkeypatch)
 
     a = torch.load(straight.run_dir / "checkpoints" / "latest.pt", weights_only=True)
     b = torch.load(resumed.run_dir / "checkpoints" / "latest.pt", weights_only=True)
@@ -206,44 +222,21 @@ def test_select_epoch_last_keeps_the_last_epoch_whatever_its_validation_auc(syn,
 SCRIPTED_VAL_AUCS = [0.6, 0.8, 0.7, 0.8]  # the peak is epoch 2: epoch 4 only ties it
 
 
-def _last_epoch_run_interrupted_at_three_then_resumed(
-    base, monkeypatch, lines, before_resume=lambda _d: None
-):
-    """A select_epoch='last' run whose validation AUCs are SCRIPTED_VAL_AUCS, stopped in epoch 3 and resumed."""
-    import attnmel.trainer as trainer
-
-    aucs = iter(SCRIPTED_VAL_AUCS)
-    monkeypatch.setattr(trainer, "_auc_ap", lambda labels, probs: (next(aucs), 0.5))
-    real_epoch = trainer._train_epoch
-
-    def stop_at_three(run, epoch, show):
-        if epoch == 3:
-            raise KeyboardInterrupt
-        return real_epoch(run, epoch, show)
-
-    monkeypatch.setattr(trainer, "_train_epoch", stop_at_three)
-    with pytest.raises(KeyboardInterrupt):
-        fit(base.replace(run_name="last", select_epoch="last"), log=lambda _m: None)
-    monkeypatch.setattr(trainer, "_train_epoch", real_epoch)
-    before_resume(Path(base.runs_root) / "last")
-    return fit(base.replace(run_name="last", select_epoch="last", resume=True), log=lines.append)
-
-
 def test_select_epoch_last_keeps_the_best_validation_epoch_in_best_val_pt_across_a_resume(
     syn, tmp_path, monkeypatch
 ) -> None:
     """best.pt holds the last epoch, best_val.pt the first best validation AUC; a resume finds that epoch again
     from the history (else epoch 3's 0.7 would replace epoch 2's 0.8 after the restart)."""
-    import attnmel.trainer as trainer
-
     base = tiny_config(syn, tmp_path, epochs=4, max_train_samples=8, eval_splits="Validation", n_boot=0)
     lines: list[str] = []
-    aucs = iter(SCRIPTED_VAL_AUCS)
-    monkeypatch.setattr(trainer, "_auc_ap", lambda labels, probs: (next(aucs), 0.5))
+    _script_val_aucs(monkeypatch, SCRIPTED_VAL_AUCS)
     by_auc = fit(base.replace(run_name="auc"), log=lambda _m: None)
     assert by_auc.best_epoch == 2 and not (by_auc.run_dir / "checkpoints" / "best_val.pt").exists()
 
-    last = _last_epoch_run_interrupted_at_three_then_resumed(base, monkeypatch, lines)
+    _script_val_aucs(monkeypatch, SCRIPTED_VAL_AUCS)
+    last = _stopped_in_epoch_then_resumed(
+        base.replace(run_name="last", select_epoch="last"), 3, monkeypatch, lines.append
+    )
 
     folder = last.run_dir / "checkpoints"
     best, peak = (torch.load(folder / name, weights_only=True) for name in ("best.pt", "best_val.pt"))
@@ -267,7 +260,9 @@ def test_a_resumed_run_without_best_val_pt_says_its_peak_was_not_kept(syn, tmp_p
     def as_older_code_left_it(run_dir: Path) -> None:
         (run_dir / "checkpoints" / "best_val.pt").unlink()
 
-    last = _last_epoch_run_interrupted_at_three_then_resumed(base, monkeypatch, lines, as_older_code_left_it)
+    _script_val_aucs(monkeypatch, SCRIPTED_VAL_AUCS)
+    last = _stopped_in_epoch_then_resumed(base.replace(run_name="last", select_epoch="last"), 3, monkeypatch,
+                                          lines.append, as_older_code_left_it)  # fmt: skip
     assert not (last.run_dir / "checkpoints" / "best_val.pt").exists()  # epoch 4 only ties the peak
     assert (
         "best val AUC 0.8000 at epoch 2 (not saved: the run began before best_val.pt was kept)" in lines[-1]
