@@ -250,6 +250,9 @@ class RunResult:
     history: list[dict[str, Any]]
     test_metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # split -> metrics.summarise(...)
     seconds: float = 0.0
+    kept: str = (
+        ""  # which epoch best.pt holds, in words, and under select_epoch="last" where the best one went
+    )
 
 
 # ----------------------------------------------------------------------------------------------- building blocks
@@ -640,6 +643,7 @@ def _fit(
         write_run_outputs(run_dir, log=log)
     distributed.barrier()
     seconds = time.perf_counter() - t0
+    kept = ""
     if info.is_main:
         kept = f"best epoch {run.best_epoch}, val AUC {run.best_auc:.4f}"
         if config.select_epoch == "last":
@@ -653,7 +657,9 @@ def _fit(
                 )
                 kept += f", best val AUC {run.peak_auc:.4f} at epoch {run.peak_epoch} ({where})"
         log(f"done in {seconds:.0f} s: {kept}; run folder {run_dir}")
-    return RunResult(run_dir, int(run.best_epoch), float(run.best_auc), run.history, test_metrics, seconds)
+    return RunResult(
+        run_dir, int(run.best_epoch), float(run.best_auc), run.history, test_metrics, seconds, kept
+    )
 
 
 def _tqdm() -> Any:

@@ -143,7 +143,7 @@ def test_synth_train_evaluate(tmp_path, capsys) -> None:
     ]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "run folder:" in out and "Test_v2: AUC" in out
+    assert "run folder:" in out and "Test_v2: AUC" in out and "best epoch 1, val AUC" in out
     best = tmp_path / "runs" / "cli" / "checkpoints" / "best.pt"
     assert torch.load(best, weights_only=True)["epoch"] == 1
     assert main(argv) == 1  # the run exists and --resume was not given
@@ -173,6 +173,23 @@ def test_synth_train_evaluate(tmp_path, capsys) -> None:
     assert (out_dir / "predictions" / "Test_v2.csv").is_file()
     assert (out_dir / "figures" / "Test_v2_roc_pr.png").stat().st_size > 0
     assert (out_dir / "figures" / "Test_v2_reliability.png").stat().st_size > 0
+
+
+def test_train_summary_says_the_last_epoch_was_kept_and_where_the_best_one_is(tmp_path, capsys) -> None:
+    """Under select_epoch="last" (the scratch presets) best.pt holds the last epoch, not the best-validation one:
+    the closing summary must not call it the best epoch, and names best_val.pt for the best one."""
+    root = tmp_path / "syn"
+    assert main(["synth", str(root), "--n", "40", "--size", "48"]) == 0
+    argv = ["train", "--data-root", str(root), "--image-size", "32", "--resize", "40", "--epochs", "2"]
+    argv += ["--batch-size", "4", "--max-train-samples", "8", "--sampler", "none", "--num-workers", "0"]
+    argv += ["--device", "cpu", "--precision", "fp32", "--no-cache", "--no-progress", "--n-boot", "10"]
+    argv += ["--select-epoch", "last", "--runs-root", str(tmp_path / "runs"), "--run-name", "last"]
+    capsys.readouterr()
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    peak = torch.load(tmp_path / "runs" / "last" / "checkpoints" / "best_val.pt", weights_only=True)["epoch"]
+    assert "kept the last epoch (2, val AUC" in out and "best epoch" not in out
+    assert f"at epoch {peak} (best_val.pt)" in out
 
 
 def test_expected_failures_exit_1_without_traceback(tmp_path, capsys) -> None:
