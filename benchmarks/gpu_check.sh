@@ -8,23 +8,25 @@
 #      compiles it with CUDA graphs: the target needs 2600 img/s, more than the eager step's 1977),
 #   5. only with BOOK=1: the `paper` book on real ISIC 2017 (target <= 10 min; needs ImageNet weights in the
 #      torch hub cache).
-# It prints every figure of the targets at the end and keeps the reports in OUT_DIR.
+# It prints every figure of the targets at the end and keeps the reports in OUT_DIR, which must not hold an
+# earlier call's (summary.txt, paper-run/): a rerun names another OUT_DIR.
 #
 #   benchmarks/gpu_check.sh ISIC2017_DIR [OUT_DIR]
 #
 # ISIC2017_DIR is the folder of ISIC 2017 (the README's layout); a GPU machine that sees only the repository
 # gets a copy beside it, e.g. `data/isic2017` (git-ignored). QUICK=1 DEVICE=cpu checks the script on a CPU
-# with tiny settings (64 px, 64 images, 2 epochs).
+# with tiny settings (64 px, 64 images, 2 epochs), into results/gpu-check-quick by default.
 set -uo pipefail
 
 DATA=${1:?usage: benchmarks/gpu_check.sh ISIC2017_DIR [OUT_DIR]}
-OUT=${2:-benchmarks/results/gpu-check}
+OUT=${2:-benchmarks/results/gpu-check$([ "${QUICK:-0}" = 1 ] && echo -quick)}  # QUICK: a folder of its own
 DEVICE=${DEVICE:-cuda}
 PY=${PYTHON:-python}
 NAME=gpu_check
 source "$(dirname "$0")/isic2017_setup.sh"  # repository root, PYTHONPATH, the ISIC 2017 folder check
-mkdir -p "$OUT"
 SUMMARY="$OUT/summary.txt"
+refuse_earlier_results "$OUT" summary.txt paper-run
+mkdir -p "$OUT"
 : > "$SUMMARY"
 say() { echo "$*" | tee -a "$SUMMARY"; }
 now() { date +%s.%N; }

@@ -14,12 +14,12 @@
 # when the time left is 1.1x what the first took). ONLY_LR=1 runs the lr 0.003 sweep alone (a second call), into
 # OUT_DIR (default benchmarks/results/scratch-gpu-lr, so that the first call's results stay). An OUT_DIR that
 # already holds results is refused, never overwritten. QUICK=1 DEVICE=cpu checks the script on a CPU with tiny
-# settings.
+# settings, into a folder of its own (default benchmarks/results/scratch-gpu-quick).
 set -uo pipefail
 
 DATA=${1:?usage: benchmarks/scratch_gpu.sh ISIC2017_DIR [OUT_DIR]}
 ONLY_LR=${ONLY_LR:-0}
-OUT=${2:-benchmarks/results/scratch-gpu$([ "$ONLY_LR" = 1 ] && echo -lr)}
+OUT=${2:-benchmarks/results/scratch-gpu$([ "$ONLY_LR" = 1 ] && echo -lr)$([ "${QUICK:-0}" = 1 ] && echo -quick)}
 LR_SWEEP=(scratch-lr0.003 --lr 0.003)  # the second sweep: its name, then its flags
 DEVICE=${DEVICE:-cuda}
 PY=${PYTHON:-python}
@@ -31,10 +31,7 @@ EXTRA=()
 [ "${QUICK:-0}" = 1 ] && EXTRA=(--epochs 3 --set max_train_samples=64 --set max_eval_samples=32
                                 --set image_size=64 --set resize=73 --num-workers 0)
 SUMMARY="$OUT/summary.txt"
-if [ -e "$SUMMARY" ] || [ -e "$OUT/runs.tgz" ] || [ -e "$OUT/runs" ]; then  # one folder, one call: keep what it holds
-    echo "$NAME: $OUT already holds an earlier call's results (summary.txt, runs.tgz or runs/); move it or name another OUT_DIR" >&2
-    exit 2
-fi
+refuse_earlier_results "$OUT" summary.txt runs.tgz runs
 mkdir -p "$OUT/runs"
 : > "$SUMMARY"
 START=$(date +%s)

@@ -282,8 +282,17 @@ def test_bench_metrics_times_both_intervals_and_refuses_a_split_too_small(capsys
     assert "--n must be >= 20" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("earlier", ["summary.txt", "runs.tgz", "runs"])
-def test_scratch_gpu_script_refuses_an_out_dir_with_earlier_results(tmp_path, earlier):
+@pytest.mark.parametrize(
+    ("script", "earlier"),
+    [
+        ("scratch_gpu.sh", "summary.txt"),
+        ("scratch_gpu.sh", "runs.tgz"),
+        ("scratch_gpu.sh", "runs"),
+        ("gpu_check.sh", "summary.txt"),
+        ("gpu_check.sh", "paper-run"),
+    ],
+)
+def test_gpu_scripts_refuse_an_out_dir_with_earlier_results(tmp_path, script, earlier):
     """One folder, one call: a second call naming the same OUT_DIR stops before it truncates anything."""
     data = tmp_path / "isic2017"
     data.mkdir()
@@ -294,9 +303,8 @@ def test_scratch_gpu_script_refuses_an_out_dir_with_earlier_results(tmp_path, ea
         (out / earlier).mkdir()
     else:
         (out / earlier).write_text("kept\n")
-    script = BENCHMARKS / "scratch_gpu.sh"
     done = subprocess.run(
-        ["bash", str(script), str(data), str(out)], capture_output=True, text=True, timeout=60
+        ["bash", str(BENCHMARKS / script), str(data), str(out)], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 2 and "already holds an earlier call's results" in done.stderr
     assert str(out) in done.stderr and sorted(p.name for p in out.iterdir()) == [earlier]
