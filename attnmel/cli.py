@@ -433,9 +433,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if env_info().is_main:
         print(f"run folder: {result.run_dir}")
-        print(
-            result.kept
-        )  # the epoch best.pt holds: the last one for the scratch presets, with best_val.pt's
+        # the epoch best.pt holds: the last one for the scratch presets, with best_val.pt's
+        print(result.kept)
         for split, metrics in result.test_metrics.items():
             print(f"  {split}: AUC {_fmt(metrics.get('auc'))}, AP {_fmt(metrics.get('ap'))}")
     return 0

@@ -250,9 +250,8 @@ class RunResult:
     history: list[dict[str, Any]]
     test_metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # split -> metrics.summarise(...)
     seconds: float = 0.0
-    kept: str = (
-        ""  # which epoch best.pt holds, in words, and under select_epoch="last" where the best one went
-    )
+    # which epoch best.pt holds, in words, and under select_epoch="last" where the best one went ("" off rank 0)
+    kept: str = ""
 
 
 # ----------------------------------------------------------------------------------------------- building blocks

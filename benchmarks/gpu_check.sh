@@ -81,7 +81,6 @@ fi
 COMPILED=()
 [ "${COMPILE:-0}" = 1 ] && COMPILED=(--compile --compile-mode reduce-overhead)
 say "== 4. one paper run: $EPOCHS epochs, weights none, data on the device ${COMPILED[*]} (target <= 2 min on one H200)"
-rm -rf "$OUT/paper-run"
 t0=$(now)
 timeout $((300 * SLOW)) $PY -m attnmel train --preset paper --data-root "$DATA" --device "$DEVICE" --weights none \
     --data-on-device --epochs "$EPOCHS" --no-progress --run-dir "$OUT/paper-run" "${COMPILED[@]}" "${TRAIN[@]}" \

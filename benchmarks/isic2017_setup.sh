@@ -15,7 +15,7 @@ refuse_earlier_results() {  # one folder, one call: a rerun naming the same OUT_
     local p
     for p in "$@"; do
         if [ -e "$out/$p" ]; then
-            echo "$NAME: $out already holds an earlier call's results ($*); move it or name another OUT_DIR" >&2
+            echo "$NAME: $out already holds an earlier call's results ($p); move it or name another OUT_DIR" >&2
             exit 2
         fi
     done

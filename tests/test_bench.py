@@ -6,6 +6,7 @@ Nothing here asserts a speed: the figures depend on the machine. Cases are tiny 
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -304,9 +305,14 @@ def test_gpu_scripts_refuse_an_out_dir_with_earlier_results(tmp_path, script, ea
     else:
         (out / earlier).write_text("kept\n")
     done = subprocess.run(
-        ["bash", str(BENCHMARKS / script), str(data), str(out)], capture_output=True, text=True, timeout=60
+        ["bash", str(BENCHMARKS / script), str(data), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHON": "false"},  # a script that fails to refuse starts nothing
     )
     assert done.returncode == 2 and "already holds an earlier call's results" in done.stderr
+    assert f"{out} already holds an earlier call's results ({earlier})" in done.stderr
     assert str(out) in done.stderr and sorted(p.name for p in out.iterdir()) == [earlier]
     if earlier != "runs":
         assert (out / earlier).read_text() == "kept\n"

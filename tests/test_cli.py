@@ -143,7 +143,11 @@ def test_synth_train_evaluate(tmp_path, capsys) -> None:
     ]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "run folder:" in out and "Test_v2: AUC" in out and "best epoch 1, val AUC" in out
+    lines = out.splitlines()
+    summary = lines.index(
+        f"run folder: {tmp_path / 'runs' / 'cli'}"
+    )  # the CLI's summary, after the trainer's log
+    assert lines[summary + 1].startswith("best epoch 1, val AUC") and "Test_v2: AUC" in out
     best = tmp_path / "runs" / "cli" / "checkpoints" / "best.pt"
     assert torch.load(best, weights_only=True)["epoch"] == 1
     assert main(argv) == 1  # the run exists and --resume was not given
@@ -188,8 +192,12 @@ def test_train_summary_says_the_last_epoch_was_kept_and_where_the_best_one_is(tm
     assert main(argv) == 0
     out = capsys.readouterr().out
     peak = torch.load(tmp_path / "runs" / "last" / "checkpoints" / "best_val.pt", weights_only=True)["epoch"]
-    assert "kept the last epoch (2, val AUC" in out and "best epoch" not in out
-    assert f"at epoch {peak} (best_val.pt)" in out
+    lines = out.splitlines()
+    summary = lines[
+        lines.index(f"run folder: {tmp_path / 'runs' / 'last'}") + 1
+    ]  # the CLI's, not the trainer's
+    assert summary.startswith("kept the last epoch (2, val AUC") and "best epoch" not in out
+    assert summary.endswith(f"at epoch {peak} (best_val.pt)")
 
 
 def test_expected_failures_exit_1_without_traceback(tmp_path, capsys) -> None:
