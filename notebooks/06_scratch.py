@@ -215,7 +215,7 @@ if preset_seeds > 0:
 else:
     display(Markdown(
         f"*Not trained in this execution: {len(SCRATCH_CPU_STEPS)} rows x 2 seeds of the `scratch-cpu` preset on "
-        "ISIC 2017, and 2 runs of it without the recipe's regularisers, take 5-7.5 hours on 2 cores. Run this "
+        "ISIC 2017, and 2 runs of it without the recipe's regularisers, take 4-7.5 hours on 2 cores. Run this "
         "chapter with `-p profile isic2017-cpu -p data_root <ISIC 2017 folder> -p preset_seeds 2 -p reuse_runs True` "
         "(see the README).*"
     ))  # fmt: skip
