@@ -49,6 +49,8 @@ __all__ = [
     "with_recipe",
     "ladder_table",
     "ladder_extras",
+    "ladder_findings",
+    "image_paired_by_seed",
     "ladder_markdown",
     "seed_runs_of",
     "seeds_table",
@@ -646,6 +648,62 @@ def ladder_table(
             row[key] = seed_interval(list(values.get(name, {}).values()))
         rows.append(row)
     return rows
+
+
+def image_paired_by_seed(
+    runs: Mapping[int, Run], reference: Mapping[int, Run], split: str
+) -> dict[int, dict[str, Any]]:
+    """Per seed both share, ``runs[seed]``'s ``split`` AUC minus ``reference[seed]``'s, paired over the split's
+    images (:func:`attnmel.metrics.paired_bootstrap` on their ``predictions/<split>.csv``, as ``attnmel compare``).
+
+    With two seeds the by-seed interval of :func:`ladder_table` is a Student-t on one degree of freedom, very
+    wide; this one holds test-set noise only, one seed at a time. Seeds lacking either file are left out.
+    """
+    from attnmel.loaders import load_split
+    from attnmel.metrics import paired_bootstrap, read_predictions_csv
+
+    paired: dict[int, dict[str, Any]] = {}
+    label_of: dict[str, int] | None = None
+    for seed in sorted(set(runs) & set(reference)):
+        files = [r.run_dir / "predictions" / f"{split}.csv" for r in (runs[seed], reference[seed])]
+        if not all(f.is_file() for f in files):
+            continue
+        (ids, prob), (ref_ids, ref_prob) = (read_predictions_csv(f) for f in files)
+        if label_of is None:
+            config = reference[seed].config
+            label_of = {s.image_id: s.label for s in load_split(config, config.resolved_data_root(), split)}
+        prob_of = dict(zip(ids, prob, strict=True))
+        if set(prob_of) != set(ref_ids) or any(i not in label_of for i in ref_ids):
+            raise ValueError(f"{files[0]} and {files[1]} do not hold predictions for the same {split} images")
+        n_boot = reference[seed].config.n_boot or 1000
+        y = [label_of[i] for i in ref_ids]
+        paired[seed] = paired_bootstrap(y, [prob_of[i] for i in ref_ids], ref_prob, "auc", n_boot)
+    return paired
+
+
+def ladder_findings(
+    ladder: Mapping[str, Mapping[int, Run]],
+    rows: Sequence[Mapping[str, Any]],
+    before: str = "the step before",
+) -> list[str]:
+    """One sentence per row after the first (:func:`ladder_table`'s ``rows``): the by-seed verdict
+    (:func:`paired_verdict`) and each seed's difference paired over the test images (:func:`image_paired_by_seed`)."""
+    names = list(ladder)
+    findings = []
+    for i, row in enumerate(rows[1:], start=1):
+        sentence = paired_verdict(row["step"], before, row["vs_previous"])
+        by_seed = image_paired_by_seed(ladder[names[i]], ladder[names[i - 1]], row["split"])
+        if by_seed:
+            sentence += (
+                " Paired on the same test images, by seed: "
+                + ", ".join(
+                    f"seed {s} {d['diff']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"
+                    for s, d in by_seed.items()
+                )
+                + "."
+            )
+        findings.append(sentence)
+    return findings
 
 
 def ladder_extras(

@@ -120,7 +120,10 @@ fig
 # The first row is the paper's protocol from scratch: chapter 4's AttnMel-CNN runs, reused. Each later row
 # adds its step to all the rows above it and is trained with every seed. The paired columns compare AUCs seed
 # by seed: with the step before (that step's own effect, given the earlier ones) and with the paper's protocol
-# (the recipe so far). The attention column is the pool-4 Jaccard with the lesion masks, as in Table 3.
+# (the recipe so far). Their intervals are Student-t over seeds: with two seeds, one degree of freedom, so they
+# are wide. Below the table, each seed's difference to the step before is also paired over the test images (the
+# bootstrap of `attnmel compare`), which holds test-set noise only. The attention column is the pool-4 Jaccard with
+# the lesion masks, as in Table 3.
 
 # %%
 start = time.perf_counter()
@@ -138,7 +141,7 @@ if seeds > 0:
     atomic_write_json(out_dir / "ladder.json", {"profile": profile, "split": test_split, "seeds": seed_list,
                                                 "steps": [list(s) for s in RECIPE_STEPS], "rows": rows})
     print(f"{len(RECIPE_STEPS)} steps x {seeds} seeds: {(time.perf_counter() - start) / 60:.1f} min")
-    findings = [experiments.paired_verdict(r["step"], "the step before", r["vs_previous"]) for r in rows[1:]]
+    findings = experiments.ladder_findings(ladder, rows)  # by seed, and per seed on the same test images
     findings.append(experiments.paired_verdict("The whole recipe", "the paper's protocol", rows[-1]["vs_paper"]))
     display(Markdown(
         f"**{base.dataset}, {test_split}, profile `{profile}`, seeds {', '.join(map(str, seed_list))}**\n\n"
@@ -188,7 +191,7 @@ if preset_seeds > 0:
                                                        "steps": [list(s) for s in SCRATCH_CPU_STEPS]})  # fmt: skip
     print(f"{len(SCRATCH_CPU_STEPS)} rows x {preset_seeds} seeds: {(time.perf_counter() - start) / 60:.1f} min")
     first_row = SCRATCH_CPU_STEPS[0][0]
-    cpu_findings = [experiments.paired_verdict(r["step"], "the row before", r["vs_previous"]) for r in cpu_rows[1:]]
+    cpu_findings = experiments.ladder_findings(preset_ladder, cpu_rows, "the row before")
     display(Markdown(
         f"**{cpu.dataset}, {cpu_test}, preset `scratch-cpu`, seeds {', '.join(map(str, preset_list))}**\n\n"
         + experiments.ladder_markdown(cpu_rows, cpu_titles, first=f"'{first_row}'")
@@ -209,8 +212,7 @@ if preset_seeds > 0:
         f"regularisation, seeds {', '.join(map(str, preset_list))}**\n\n"
         + experiments.ladder_markdown(bare_rows, cpu_titles, first="'scratch-cpu'")
         + f"\n\n{experiments.profile_caption('scratch-cpu', cpu, preset_seeds)}\n\n- "
-        + experiments.paired_verdict("Without them", "the scratch-cpu preset",
-                                     bare_rows[1]["vs_previous"])
+        + experiments.ladder_findings(contrast, bare_rows, "the scratch-cpu preset")[0]
     ))  # fmt: skip
 else:
     display(Markdown(

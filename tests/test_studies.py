@@ -247,8 +247,30 @@ def test_the_run_without_regularisation_trains_each_seed_beside_the_preset_and_p
     stamp = bare[0].best_checkpoint.stat().st_mtime_ns
     again = experiments.run_without_regularisation(preset, tmp_path / "bare", [0, 1], **quiet)
     assert again[0].best_checkpoint.stat().st_mtime_ns == stamp  # reused, not retrained
-    rows = experiments.ladder_table({"preset": with_it["preset"], "without": bare}, "Test_v2")
+    contrast = {"preset": with_it["preset"], "without": bare}
+    rows = experiments.ladder_table(contrast, "Test_v2")
     assert rows[1]["vs_previous"]["n"] == 2 and set(rows[1]["per_seed"]) == {0, 1}
+
+    # each seed paired over the test images: the AUC difference of the two runs, with attnmel compare's interval
+    by_image = experiments.image_paired_by_seed(bare, with_it["preset"], "Test_v2")
+    assert set(by_image) == {0, 1}
+    for seed, paired in by_image.items():
+        auc = bare[seed].metrics["Test_v2"]["auc"] - with_it["preset"][seed].metrics["Test_v2"]["auc"]
+        assert (
+            paired["diff"] == pytest.approx(auc, abs=1e-9)
+            and paired["ci"][0] <= paired["diff"] <= paired["ci"][1]
+        )
+        compared = experiments.compare_runs([with_it["preset"][seed].run_dir, bare[seed].run_dir], "Test_v2")
+        assert compared.rows[1]["auc_vs_first"]["ci"] == pytest.approx(paired["ci"])
+    (finding,) = experiments.ladder_findings(contrast, rows, "the preset")
+    assert finding.startswith("without vs the preset: AUC") or finding.startswith("**without")
+    assert f"seed 1 {by_image[1]['diff']:+.3f} [{by_image[1]['ci'][0]:+.3f}," in finding
+
+    # predictions of other images are an error naming both files, not a silent pairing
+    file = bare[1].run_dir / "predictions" / "Test_v2.csv"
+    file.write_text("".join(file.read_text().splitlines(keepends=True)[:-1]))
+    with pytest.raises(ValueError, match="do not hold predictions for the same Test_v2 images"):
+        experiments.image_paired_by_seed(bare, with_it["preset"], "Test_v2")
 
 
 def test_a_config_ladder_stacks_its_steps_on_any_start_and_reuses_its_runs(tiny_synthetic, tmp_path) -> None:
