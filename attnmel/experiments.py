@@ -659,25 +659,22 @@ def image_paired_by_seed(
     With two seeds the by-seed interval of :func:`ladder_table` is a Student-t on one degree of freedom, very
     wide; this one holds test-set noise only, one seed at a time. Seeds lacking either file are left out.
     """
-    from attnmel.loaders import load_split
-    from attnmel.metrics import paired_bootstrap, read_predictions_csv
-
     paired: dict[int, dict[str, Any]] = {}
     label_of: dict[str, int] | None = None
     for seed in sorted(set(runs) & set(reference)):
-        files = [r.run_dir / "predictions" / f"{split}.csv" for r in (runs[seed], reference[seed])]
-        if not all(f.is_file() for f in files):
+        other, ref = (_split_predictions(r.run_dir, split) for r in (runs[seed], reference[seed]))
+        if other is None or ref is None:
             continue
-        (ids, prob), (ref_ids, ref_prob) = (read_predictions_csv(f) for f in files)
         if label_of is None:
-            config = reference[seed].config
-            label_of = {s.image_id: s.label for s in load_split(config, config.resolved_data_root(), split)}
-        prob_of = dict(zip(ids, prob, strict=True))
-        if set(prob_of) != set(ref_ids) or any(i not in label_of for i in ref_ids):
+            label_of = _split_labels(reference[seed].config, split)
+        difference = None
+        if all(i in label_of for i in ref[0]):
+            y = [label_of[i] for i in ref[0]]
+            difference = _paired_auc(y, ref, other, reference[seed].config.n_boot)
+        if difference is None:
+            files = [r.run_dir / "predictions" / f"{split}.csv" for r in (runs[seed], reference[seed])]
             raise ValueError(f"{files[0]} and {files[1]} do not hold predictions for the same {split} images")
-        n_boot = reference[seed].config.n_boot or 1000
-        y = [label_of[i] for i in ref_ids]
-        paired[seed] = paired_bootstrap(y, [prob_of[i] for i in ref_ids], ref_prob, "auc", n_boot)
+        paired[seed] = difference
     return paired
 
 
@@ -1160,27 +1157,19 @@ def _paired_auc_differences(
     whose file is absent or covers other images gets no value and a note. The interval is the paired bootstrap
     over the test images (:func:`attnmel.metrics.paired_bootstrap`): test-set noise only, not training noise.
     """
-    from attnmel.loaders import load_split
-    from attnmel.metrics import paired_bootstrap, read_predictions_csv
-
-    def predictions(folder: Path) -> tuple[list[str], Any] | None:
-        file = folder / "predictions" / f"{split}.csv"
-        return read_predictions_csv(file) if file.is_file() else None
-
-    reference = predictions(folders[0])
-    others = [predictions(f) for f in folders[1:]]
+    reference = _split_predictions(folders[0], split)
+    others = [_split_predictions(f, split) for f in folders[1:]]
     if reference is None or all(o is None for o in others):
         return  # no predictions to pair: the table keeps its unpaired columns
     try:
         config = _train_config(reference_config)
-        samples = load_split(config, config.resolved_data_root(), split)
+        label_of = _split_labels(config, split)
     except (OSError, TypeError, ValueError) as err:  # DataError is a ValueError
         notes.append(
             f"no paired AUC differences: the labels of {split} could not be read ({' '.join(str(err).split())})"
         )
         return
-    label_of = {sample.image_id: sample.label for sample in samples}
-    ref_ids, ref_prob = reference
+    ref_ids = reference[0]
     if any(i not in label_of for i in ref_ids):
         notes.append(f"no paired AUC differences: {rows[0]['run']}'s predictions name images not in {split}")
         return
@@ -1188,15 +1177,45 @@ def _paired_auc_differences(
     for row, other in zip(rows[1:], others, strict=True):
         if other is None:
             continue
-        prob_of = dict(zip(*other, strict=True))
-        if set(prob_of) != set(ref_ids):
+        difference = _paired_auc(y, reference, other, config.n_boot)
+        if difference is None:
             notes.append(
                 f"{row['run']}: its {split} predictions cover other images than {rows[0]['run']}'s; not paired"
             )
             continue
-        row["auc_vs_first"] = paired_bootstrap(
-            y, [prob_of[i] for i in ref_ids], ref_prob, "auc", config.n_boot or 1000
-        )
+        row["auc_vs_first"] = difference
+
+
+def _split_predictions(run_dir: Path, split: str) -> tuple[list[str], Any] | None:
+    """A run folder's ``predictions/<split>.csv`` as ``(image_ids, prob)``; None when it has none."""
+    from attnmel.metrics import read_predictions_csv
+
+    file = Path(run_dir) / "predictions" / f"{split}.csv"
+    return read_predictions_csv(file) if file.is_file() else None
+
+
+def _split_labels(config: TrainConfig, split: str) -> dict[str, int]:
+    """The melanoma label of each image of ``split``, read through ``config``'s data folder."""
+    from attnmel.loaders import load_split
+
+    return {
+        sample.image_id: sample.label for sample in load_split(config, config.resolved_data_root(), split)
+    }
+
+
+def _paired_auc(
+    y: Sequence[int], reference: tuple[list[str], Any], other: tuple[list[str], Any], n_boot: int
+) -> dict[str, Any] | None:
+    """``other``'s AUC minus ``reference``'s (``(image_ids, prob)`` each; ``y`` in the reference's order), paired
+    over the images (:func:`attnmel.metrics.paired_bootstrap`, ``n_boot`` 0 meaning 1000); None when the two
+    cover different images."""
+    from attnmel.metrics import paired_bootstrap
+
+    ref_ids, ref_prob = reference
+    prob_of = dict(zip(*other, strict=True))
+    if set(prob_of) != set(ref_ids):
+        return None
+    return paired_bootstrap(y, [prob_of[i] for i in ref_ids], ref_prob, "auc", n_boot or 1000)
 
 
 def _cell(value: Any) -> str:
