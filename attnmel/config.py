@@ -29,6 +29,7 @@ __all__ = [
     "SCRATCH_CPU_STEPS",
     "SCRATCH_RECIPE",
     "WITHOUT_REGULARISATION",
+    "SCRATCH_CPU_CONTRASTS",
     "DATASET_SPLITS",
     "DATASETS",
     "MODELS",
@@ -557,6 +558,18 @@ WITHOUT_REGULARISATION: dict[str, Any] = {
     "ema": 0.0,
     "weight_decay": 1e-4,
 }
+
+# The `scratch-cpu` preset with one group of its choices undone, as (row title, folder, overrides): chapter 6
+# trains each per seed beside the preset's own runs (`experiments.run_contrasts`) and pairs it with them, to ask
+# whether the preset needs that group at its full length (the ladder above adds colour constancy at 6 epochs).
+SCRATCH_CPU_CONTRASTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    (
+        "scratch-cpu without the recipe's augmentation and regularisation",
+        "preset-bare",
+        WITHOUT_REGULARISATION,
+    ),
+    ("scratch-cpu without colour constancy", "preset-no-cc", {"color_constancy": 0.0}),
+)
 
 # What both from-scratch presets share: ISIC 2017 without ImageNet weights, one pass per epoch, the recipe.
 _SCRATCH: dict[str, Any] = dict(

@@ -45,7 +45,7 @@ __all__ = [
     "PAPER_PROTOCOL",
     "run_recipe_ladder",
     "run_config_ladder",
-    "run_without_regularisation",
+    "run_contrasts",
     "with_recipe",
     "ladder_table",
     "ladder_extras",
@@ -605,23 +605,35 @@ def run_config_ladder(
     return _train_grid(cells, reuse=reuse, log=log, parallel=parallel)
 
 
-def run_without_regularisation(
+def run_contrasts(
     config: TrainConfig,
+    contrasts: Sequence[tuple[str, str, Mapping[str, Any]]],
     out_dir: str | Path,
     seeds: Sequence[int],
     *,
     reuse: bool = True,
     log: Callable[[str], None] = print,
     parallel: int | None = None,
-) -> dict[int, Run]:
-    """``config`` with the recipe's augmentation and regularisation at the paper's values
-    (:data:`~attnmel.config.WITHOUT_REGULARISATION`), trained per seed into ``<out_dir>/seed-<s>`` (reused when
-    finished, as in :func:`run_seeds`). Set beside a scratch preset's own runs of the same seeds, it shows whether
-    the preset's gain comes from those regularisers or from what is left: its learning rate, schedule and length."""
-    from attnmel.config import WITHOUT_REGULARISATION
-
-    bare = config.replace(**WITHOUT_REGULARISATION, run_dir=str(out_dir))
-    return run_seeds(bare, seeds, reuse=reuse, log=log, parallel=parallel)
+) -> dict[str, dict[int, Run]]:
+    """``{title: {seed: Run}}``: ``config`` with each contrast's overrides (``(title, folder, overrides)``, e.g.
+    :data:`~attnmel.config.SCRATCH_CPU_CONTRASTS`), trained per seed into ``<out_dir>/<folder>/seed-<s>`` (reused
+    when finished, resumed when interrupted). Set beside a preset's own runs of the same seeds, each says whether
+    the preset needs what its overrides undo: e.g. the recipe's regularisers, or colour constancy."""
+    titles, folders = [t for t, _, _ in contrasts], [f for _, f, _ in contrasts]
+    if not contrasts or len(set(titles)) != len(titles) or len(set(folders)) != len(folders):
+        raise ValueError(
+            f"contrasts need distinct titles and folders, at least one, got {titles} in {folders}"
+        )
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct and at least one, got {list(seeds)}")
+    cells = []
+    for title, folder, overrides in contrasts:
+        for seed in map(int, seeds):
+            run_dir = Path(out_dir) / folder / f"seed-{seed}"
+            cells.append(
+                (title, seed, config.replace(**overrides, seed=seed, run_dir=str(run_dir), resume=False))
+            )
+    return _train_grid(cells, reuse=reuse, log=log, parallel=parallel)
 
 
 def ladder_table(

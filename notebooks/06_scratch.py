@@ -56,7 +56,7 @@ from IPython.display import Markdown, display
 
 import attnmel
 from attnmel import data, experiments, interpret, loaders, plots
-from attnmel.config import RECIPE_STEPS, SCRATCH_CPU_STEPS, SCRATCH_RECIPE, WITHOUT_REGULARISATION
+from attnmel.config import RECIPE_STEPS, SCRATCH_CPU_CONTRASTS, SCRATCH_CPU_STEPS, SCRATCH_RECIPE
 from attnmel.io import atomic_write_json
 from attnmel.trainer import lr_factor
 
@@ -168,10 +168,15 @@ else:
 # row is the preset itself. It trains on ISIC 2017 only, and its 16-epoch rows take 44-83 minutes each on 2
 # cores, so it is opt-in: `-p preset_seeds 2` with the `isic2017-cpu` profile and `data_root` (see the README).
 #
-# Beside the ladder, the same seeds train the preset with the recipe's augmentation and regularisation back at
-# the paper's values (no scale or colour jitter, label smoothing, mixup or EMA; weight decay $10^{-4}$), keeping
-# its learning rate, warm-up and cosine decay, colour constancy and 16 epochs. Paired with the preset by seed,
-# it asks whether the preset's gain comes from the regularisers or from the schedule and the longer training.
+# Beside the ladder, the same seeds train the preset twice more, each time with one group of its choices undone
+# (`SCRATCH_CPU_CONTRASTS`), and each is paired with the preset by seed:
+#
+# - the recipe's augmentation and regularisation back at the paper's values (no scale or colour jitter, label
+#   smoothing, mixup or EMA; weight decay $10^{-4}$), keeping its learning rate, warm-up and cosine decay, colour
+#   constancy and 16 epochs: does the preset's gain come from the regularisers, or from the schedule and the
+#   longer training?
+# - no colour constancy, at the full 16 epochs: the ladder adds it at 6 epochs, where a gain may only be a
+#   faster start.
 
 # %%
 if preset_seeds > 0:
@@ -198,26 +203,29 @@ if preset_seeds > 0:
         + f"\n\n{experiments.profile_caption('scratch-cpu', cpu, preset_seeds)}\n\n"
         + "\n".join(f"- {f}" for f in cpu_findings)
     ))  # fmt: skip
-    bare_name = "scratch-cpu without the recipe's augmentation and regularisation"
-    bare_runs = experiments.run_without_regularisation(cpu, out_dir / "preset-bare", preset_list, reuse=reuse_runs,
-                                                       log=lambda m: None, parallel=parallel or None)  # fmt: skip
-    contrast = {"scratch-cpu": preset_ladder[SCRATCH_CPU_STEPS[-1][0]], bare_name: bare_runs}
-    bare_extra, _ = experiments.ladder_extras(contrast, cpu_masks, ph2_root)
-    bare_rows = experiments.ladder_table(contrast, cpu_test, bare_extra)
-    atomic_write_json(out_dir / "preset_bare.json", {"profile": "scratch-cpu", "split": cpu_test,
-                                                     "seeds": preset_list, "rows": bare_rows,
-                                                     "overrides": WITHOUT_REGULARISATION})  # fmt: skip
-    display(Markdown(
-        f"**{cpu.dataset}, {cpu_test}, preset `scratch-cpu` with and without the recipe's augmentation and "
-        f"regularisation, seeds {', '.join(map(str, preset_list))}**\n\n"
-        + experiments.ladder_markdown(bare_rows, cpu_titles, first="'scratch-cpu'")
-        + f"\n\n{experiments.profile_caption('scratch-cpu', cpu, preset_seeds)}\n\n- "
-        + experiments.ladder_findings(contrast, bare_rows, "the scratch-cpu preset")[0]
-    ))  # fmt: skip
+    preset_runs = preset_ladder[SCRATCH_CPU_STEPS[-1][0]]
+    contrast_runs = experiments.run_contrasts(cpu, SCRATCH_CPU_CONTRASTS, out_dir, preset_list, reuse=reuse_runs,
+                                              log=lambda m: None, parallel=parallel or None)  # fmt: skip
+    for title, folder, overrides in SCRATCH_CPU_CONTRASTS:
+        contrast = {"scratch-cpu": preset_runs, title: contrast_runs[title]}
+        contrast_extra, _ = experiments.ladder_extras(contrast, cpu_masks, ph2_root)
+        contrast_rows = experiments.ladder_table(contrast, cpu_test, contrast_extra)
+        atomic_write_json(out_dir / f"{folder}.json", {"profile": "scratch-cpu", "split": cpu_test,
+                                                        "seeds": preset_list, "rows": contrast_rows,
+                                                        "overrides": overrides})  # fmt: skip
+        display(Markdown(
+            f"**{cpu.dataset}, {cpu_test}, preset `scratch-cpu` with and "
+            f"{title.removeprefix('scratch-cpu ')}, seeds "
+            f"{', '.join(map(str, preset_list))}**\n\n"
+            + experiments.ladder_markdown(contrast_rows, cpu_titles, first="'scratch-cpu'")
+            + f"\n\n{experiments.profile_caption('scratch-cpu', cpu, preset_seeds)}\n\n- "
+            + experiments.ladder_findings(contrast, contrast_rows, "the scratch-cpu preset")[0]
+        ))  # fmt: skip
 else:
     display(Markdown(
         f"*Not trained in this execution: {len(SCRATCH_CPU_STEPS)} rows x 2 seeds of the `scratch-cpu` preset on "
-        "ISIC 2017, and 2 runs of it without the recipe's regularisers, take 4-7.5 hours on 2 cores. Run this "
+        f"ISIC 2017, and 2 runs of each of its {len(SCRATCH_CPU_CONTRASTS)} contrasts (without the recipe's "
+        "regularisers, without colour constancy), take 5.5-10 hours on 2 cores. Run this "
         "chapter with `-p profile isic2017-cpu -p data_root <ISIC 2017 folder> -p preset_seeds 2 -p reuse_runs True` "
         "(see the README).*"
     ))  # fmt: skip
@@ -234,4 +242,5 @@ else:
 #   `ladder_seeds` set, or a GPU (`paper` profile with `--weights none`, or the `scratch` preset).
 # - The CPU preset's own choices (colour constancy, 16 epochs instead of 6) are a ladder of their own, on ISIC 2017
 #   only: `preset_seeds` trains it, and its last row is the `scratch-cpu` preset as `attnmel train` runs it. The
-#   same seeds without the recipe's augmentation and regularisation say whether the preset needs them.
+#   same seeds without the recipe's augmentation and regularisation, and without colour constancy, say whether
+#   the preset needs them.

@@ -230,23 +230,57 @@ def test_without_regularisation_resets_exactly_the_recipes_regularisers_to_the_p
     )
 
 
-def test_the_run_without_regularisation_trains_each_seed_beside_the_preset_and_pairs_with_it(
-    tiny_synthetic, tmp_path
-) -> None:
+def test_the_cpu_presets_contrasts_each_undo_only_what_they_name() -> None:
+    from attnmel.config import SCRATCH_CPU_CONTRASTS, WITHOUT_REGULARISATION
+
+    preset = TrainConfig.from_preset("scratch-cpu", data_root="/data")
+    contrasts = {folder: (title, overrides) for title, folder, overrides in SCRATCH_CPU_CONTRASTS}
+    assert contrasts["preset-bare"][1] is WITHOUT_REGULARISATION
+    for title, overrides in contrasts.values():
+        undone = preset.replace(**overrides).to_dict()
+        changed = {k for k, v in undone.items() if preset.to_dict()[k] != v}
+        assert changed == set(overrides) and title.startswith("scratch-cpu without")
+    assert (
+        preset.replace(**contrasts["preset-no-cc"][1]).color_constancy == TrainConfig().color_constancy == 0.0
+    )
+
+
+def test_the_contrasts_train_each_seed_beside_the_preset_and_pair_with_it(tiny_synthetic, tmp_path) -> None:
+    from attnmel.config import WITHOUT_REGULARISATION
+
     from .helpers import TINY_RUN
 
     preset = TrainConfig(**{**TINY_RUN, "data_root": str(tiny_synthetic), "n_boot": 0, "epochs": 1,
                             "max_train_samples": 8, "eval_splits": "Test_v2", "lr": 0.003, "crop_scale": 0.35,
-                            "mixup": 0.2, "ema": 0.9, "weight_decay": 5e-4})  # fmt: skip
+                            "mixup": 0.2, "ema": 0.9, "weight_decay": 5e-4,
+                            "color_constancy": 6.0})  # fmt: skip
     quiet = {"log": lambda _m: None, "parallel": 1}
+    contrasts = [("without", "bare", WITHOUT_REGULARISATION), ("no cc", "no-cc", {"color_constancy": 0.0})]
     with_it = experiments.run_config_ladder(preset, [("preset", {})], tmp_path / "preset", [0, 1], **quiet)
-    bare = experiments.run_without_regularisation(preset, tmp_path / "bare", [0, 1], **quiet)
-    assert set(bare) == {0, 1} and bare[1].run_dir == tmp_path / "bare" / "seed-1"
+    runs = experiments.run_contrasts(preset, contrasts, tmp_path, [0, 1], **quiet)
+    bare, no_cc = runs["without"], runs["no cc"]
+    assert list(runs) == ["without", "no cc"] and set(bare) == set(no_cc) == {0, 1}
+    assert (
+        bare[1].run_dir == tmp_path / "bare" / "seed-1" and no_cc[0].run_dir == tmp_path / "no-cc" / "seed-0"
+    )
     c = bare[1].config
-    assert (c.crop_scale, c.mixup, c.ema, c.weight_decay, c.lr, c.seed) == (1.0, 0.0, 0.0, 1e-4, 0.003, 1)
+    assert (c.crop_scale, c.mixup, c.ema, c.weight_decay, c.lr, c.seed, c.color_constancy) == (
+        1.0, 0.0, 0.0, 1e-4, 0.003, 1, 6.0
+    )  # fmt: skip
+    c = no_cc[1].config
+    assert (c.crop_scale, c.mixup, c.ema, c.weight_decay, c.seed, c.color_constancy) == (
+        0.35,
+        0.2,
+        0.9,
+        5e-4,
+        1,
+        0,
+    )
     stamp = bare[0].best_checkpoint.stat().st_mtime_ns
-    again = experiments.run_without_regularisation(preset, tmp_path / "bare", [0, 1], **quiet)
-    assert again[0].best_checkpoint.stat().st_mtime_ns == stamp  # reused, not retrained
+    again = experiments.run_contrasts(preset, contrasts, tmp_path, [0, 1], **quiet)
+    assert again["without"][0].best_checkpoint.stat().st_mtime_ns == stamp  # reused, not retrained
+    with pytest.raises(ValueError, match="distinct titles and folders"):
+        experiments.run_contrasts(preset, [("a", "same", {}), ("b", "same", {})], tmp_path, [0], **quiet)
     contrast = {"preset": with_it["preset"], "without": bare}
     rows = experiments.ladder_table(contrast, "Test_v2")
     assert rows[1]["vs_previous"]["n"] == 2 and set(rows[1]["per_seed"]) == {0, 1}
