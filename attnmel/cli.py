@@ -360,6 +360,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--split", help="split to compare (default: the first test split any run has metrics for)")
     p.add_argument(
+        "--data-root",
+        metavar="DIR",
+        help="data folder whose labels pair the runs image by image (default: the first run's data_root; a "
+        "relative one counts from the current folder)",
+    )
+    p.add_argument(
         "--format", choices=("markdown", "csv"), default="markdown", help="output format (default markdown)"
     )
     return parser
@@ -633,7 +639,7 @@ def _watching() -> bool:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from attnmel.experiments import compare_runs, comparison_csv, comparison_markdown
 
-    comparison = compare_runs(args.runs, split=args.split)
+    comparison = compare_runs(args.runs, split=args.split, data_root=args.data_root)
     if args.format == "csv":
         print(comparison_csv(comparison), end="")
         for note in comparison.notes:  # stdout stays a clean CSV

@@ -1107,14 +1107,18 @@ def _best_epoch(history: list[dict[str, Any]], metrics: dict[str, Any] | None) -
     return None
 
 
-def compare_runs(paths: Sequence[str | Path], split: str | None = None) -> Comparison:
+def compare_runs(
+    paths: Sequence[str | Path], split: str | None = None, data_root: str | Path | None = None
+) -> Comparison:
     """AUC and AP (with their 95% CIs) of several run folders on one split, their best epochs, the config
     settings that differ between them, and each later run's AUC minus the first's, paired over the split's
     images where their predictions files allow (``"auc_vs_first"``).
 
     ``split`` None: the first test split (a configured evaluation split other than validation) for which any of
     the runs has metrics, else the first split any has. A run without metrics for the split gets empty cells
-    and a note. Raises :class:`NotARunFolder` (one line) for a folder that holds no run.
+    and a note. The pairing reads the split's labels from ``data_root``, by default the first run's own
+    (a relative one counts from the working directory, as when it trained). Raises :class:`NotARunFolder` (one
+    line) for a folder that holds no run.
     """
     if not paths:
         raise ValueError("compare_runs needs at least one run folder")
@@ -1152,7 +1156,8 @@ def compare_runs(paths: Sequence[str | Path], split: str | None = None) -> Compa
     if split is None:
         notes.insert(0, "none of the runs has metrics for any split")
     elif len(rows) > 1:
-        _paired_auc_differences(folders, read[0][1], split, rows, notes)
+        reference = read[0][1] if data_root is None else {**read[0][1], "data_root": str(data_root)}
+        _paired_auc_differences(folders, reference, split, rows, notes)
     return Comparison(split, rows, settings, notes)
 
 
@@ -1178,7 +1183,8 @@ def _paired_auc_differences(
         label_of = _split_labels(config, split)
     except (OSError, TypeError, ValueError) as err:  # DataError is a ValueError
         notes.append(
-            f"no paired AUC differences: the labels of {split} could not be read ({' '.join(str(err).split())})"
+            f"no paired AUC differences: the labels of {split} could not be read ({' '.join(str(err).split())}); "
+            "name the data folder with --data-root"
         )
         return
     ref_ids = reference[0]

@@ -160,6 +160,33 @@ def test_paired_differences_need_the_labels(tmp_path) -> None:
     assert len(comparison.notes) == 1 and comparison.notes[0].startswith(
         "no paired AUC differences: the labels of Test_v2 could not be read ("
     )
+    assert comparison.notes[0].endswith("; name the data folder with --data-root")
+
+
+def test_the_data_folder_can_be_named_when_the_runs_relative_one_is_elsewhere(
+    tmp_path, monkeypatch, make_isic2017_layout, capsys
+) -> None:
+    labels = [1, 0, 0, 1, 0, 0]
+    root = make_isic2017_layout(
+        tmp_path / "isic", "Test_v2", [(m, 0) for m in labels], masks=False, dermo=False
+    )
+    ids = [f"ISIC_{i:07d}" for i in range(len(labels))]
+    metrics = {"Test_v2": {"auc": 0.5, "auc_ci": None, "ap": 0.5, "ap_ci": None}}
+    scores = {"a": [0.9, 0.1, 0.2, 0.8, 0.3, 0.1], "b": [0.6, 0.1, 0.7, 0.8, 0.3, 0.1]}
+    for name, prob in scores.items():  # trained from tmp_path with a relative data_root
+        folder = make_run(tmp_path / name, metrics, dataset="isic2017", data_root="isic", n_boot=200)
+        write_predictions_csv(folder / "predictions" / "Test_v2.csv", ids, prob)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    runs = [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert "auc_vs_first" not in compare_runs(runs).rows[1]  # isic/ is not under the current folder
+    expected = roc_auc_score(labels, scores["b"]) - roc_auc_score(labels, scores["a"])
+    paired = compare_runs(runs, data_root=root).rows[1]["auc_vs_first"]
+    assert paired["diff"] == pytest.approx(expected)
+    assert main(["compare", *runs, "--data-root", str(root), "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert float(rows[1]["auc_vs_first"]) == pytest.approx(expected)
 
 
 def test_an_evaluate_out_dir_folder_is_compared_with_its_checkpoints_config(
