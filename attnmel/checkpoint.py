@@ -189,13 +189,16 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> Path
     return atomic_torch_save(checkpoint, path)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load one of our checkpoints with ``weights_only=True``; clear errors for anything else."""
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", *, mmap: bool = False
+) -> dict[str, Any]:
+    """Load one of our checkpoints with ``weights_only=True``; clear errors for anything else. ``mmap``: map the
+    tensors from the file instead of reading them, for a caller that wants only the metadata (e.g. its config)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as err:  # noqa: BLE001 - any unpickling failure is reported the same way
         lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
         detail = [ln for ln in lines if "WeightsUnpickler error" in ln] or lines or [type(err).__name__]

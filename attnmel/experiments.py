@@ -1074,7 +1074,9 @@ def _evaluation_config(path: Path, scored: list[dict[str, Any]]) -> dict[str, An
             f"{path}: its metrics come from {len(checkpoints)} checkpoints ({', '.join(checkpoints)})"
         )
     try:
-        config = dict(load_checkpoint(checkpoints[0]).get("config") or {})
+        config = dict(
+            load_checkpoint(checkpoints[0], mmap=True).get("config") or {}
+        )  # the config, not the weights
     except (OSError, CheckpointError) as err:
         raise NotARunFolder(
             f"{path} is an evaluation folder, but its checkpoint cannot be read for the config ({err})"

@@ -58,6 +58,10 @@ def test_round_trip_rebuilds_the_same_function(tmp_path) -> None:
         assert torch.equal(rebuilt(x).logits, model(x).logits)
         assert torch.equal(rebuilt(x).attn3, model(x).attn3)
     assert loaded["history"] == [{"epoch": 1, "val_auc": 0.5}]
+    mapped = load_checkpoint(path, mmap=True)  # what compare reads for a config: same contents, not read in
+    assert mapped["config"] == {"lr": 0.1} and all(
+        torch.equal(mapped["model"][k], v) for k, v in raw["model"].items()
+    )
 
 
 def test_rng_state_round_trip() -> None:
