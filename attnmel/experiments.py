@@ -622,7 +622,8 @@ def run_contrasts(
     titles, folders = [t for t, _, _ in contrasts], [f for _, f, _ in contrasts]
     if not contrasts or len(set(titles)) != len(titles) or len(set(folders)) != len(folders):
         raise ValueError(
-            f"contrasts need distinct titles and folders, at least one, got {titles} in {folders}"
+            f"contrasts need at least one entry and distinct titles and folders, got titles {titles} "
+            f"and folders {folders}"
         )
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct and at least one, got {list(seeds)}")
@@ -1118,9 +1119,9 @@ def compare_runs(
 
     ``split`` None: the first test split (a configured evaluation split other than validation) for which any of
     the runs has metrics, else the first split any has. A run without metrics for the split gets empty cells
-    and a note. The pairing reads the split's labels from ``data_root``, by default the first run's own
-    (a relative one counts from the working directory, as when it trained). Raises :class:`NotARunFolder` (one
-    line) for a folder that holds no run.
+    and a note. The pairing reads the split's labels from ``data_root``, by default the first run's own, where a
+    relative one is taken from the current working directory: compare from the folder the runs trained in, or
+    pass ``data_root``. Raises :class:`NotARunFolder` (one line) for a folder that holds no run.
     """
     if not paths:
         raise ValueError("compare_runs needs at least one run folder")
@@ -1159,7 +1160,7 @@ def compare_runs(
         notes.insert(0, "none of the runs has metrics for any split")
     elif len(rows) > 1:
         reference = read[0][1] if data_root is None else {**read[0][1], "data_root": str(data_root)}
-        _paired_auc_differences(folders, reference, split, rows, notes)
+        _paired_auc_differences(folders, reference, split, rows, notes, data_root_given=data_root is not None)
     return Comparison(split, rows, settings, notes)
 
 
@@ -1169,10 +1170,12 @@ def _paired_auc_differences(
     split: str,
     rows: list[dict[str, Any]],
     notes: list[str],
+    data_root_given: bool = False,
 ) -> None:
     """Each later run's AUC minus the first run's, paired over the split's images (``row["auc_vs_first"]``).
 
-    Reads ``predictions/<split>.csv`` of the runs and the split's labels through the first run's config; a run
+    Reads ``predictions/<split>.csv`` of the runs and the split's labels through ``reference_config`` (the first
+    run's, with compare's ``data_root`` where given: ``data_root_given``, which drops the hint to give it); a run
     whose file is absent or covers other images gets no value and a note. The interval is the paired bootstrap
     over the test images (:func:`attnmel.metrics.paired_bootstrap`): test-set noise only, not training noise.
     """
@@ -1184,9 +1187,12 @@ def _paired_auc_differences(
         config = _train_config(reference_config)
         label_of = _split_labels(config, split)
     except (OSError, TypeError, ValueError) as err:  # DataError is a ValueError
+        hint = (
+            "" if data_root_given or isinstance(err, TypeError) else "; name the data folder: data_root=DIR"
+        )
         notes.append(
-            f"no paired AUC differences: the labels of {split} could not be read ({' '.join(str(err).split())}); "
-            "name the data folder with --data-root"
+            f"no paired AUC differences: the labels of {split} could not be read ({' '.join(str(err).split())})"
+            + hint
         )
         return
     ref_ids = reference[0]

@@ -210,9 +210,9 @@ if preset_seeds > 0:
         contrast = {"scratch-cpu": preset_runs, title: contrast_runs[title]}
         contrast_extra, _ = experiments.ladder_extras(contrast, cpu_masks, ph2_root)
         contrast_rows = experiments.ladder_table(contrast, cpu_test, contrast_extra)
-        atomic_write_json(out_dir / f"{folder}.json", {"profile": "scratch-cpu", "split": cpu_test,
-                                                        "seeds": preset_list, "rows": contrast_rows,
-                                                        "overrides": overrides})  # fmt: skip
+        atomic_write_json(out_dir / f"{folder.replace('-', '_')}.json", {"profile": "scratch-cpu", "split": cpu_test,
+                                                                        "seeds": preset_list, "rows": contrast_rows,
+                                                                        "overrides": overrides})  # fmt: skip
         display(Markdown(
             f"**{cpu.dataset}, {cpu_test}, preset `scratch-cpu` with and "
             f"{title.removeprefix('scratch-cpu ')}, seeds "
@@ -224,8 +224,9 @@ if preset_seeds > 0:
 else:
     display(Markdown(
         f"*Not trained in this execution: {len(SCRATCH_CPU_STEPS)} rows x 2 seeds of the `scratch-cpu` preset on "
-        f"ISIC 2017, and 2 runs of each of its {len(SCRATCH_CPU_CONTRASTS)} contrasts (without the recipe's "
-        "regularisers, without colour constancy), take 5.5-10 hours on 2 cores. Run this "
+        f"ISIC 2017, and 2 runs of each of its {len(SCRATCH_CPU_CONTRASTS)} contrasts ("
+        + "; ".join(title.removeprefix("scratch-cpu ") for title, _, _ in SCRATCH_CPU_CONTRASTS)
+        + "), take 5.5-10 hours on 2 cores. Run this "
         "chapter with `-p profile isic2017-cpu -p data_root <ISIC 2017 folder> -p preset_seeds 2 -p reuse_runs True` "
         "(see the README).*"
     ))  # fmt: skip

@@ -160,7 +160,9 @@ def test_paired_differences_need_the_labels(tmp_path) -> None:
     assert len(comparison.notes) == 1 and comparison.notes[0].startswith(
         "no paired AUC differences: the labels of Test_v2 could not be read ("
     )
-    assert comparison.notes[0].endswith("; name the data folder with --data-root")
+    assert comparison.notes[0].endswith("; name the data folder: data_root=DIR")
+    named = compare_runs(folders, data_root=tmp_path / "also-gone")  # named already: no hint to name it
+    assert "also-gone does not exist" in named.notes[0] and "data_root" not in named.notes[0]
 
 
 def test_the_data_folder_can_be_named_when_the_runs_relative_one_is_elsewhere(
@@ -187,6 +189,8 @@ def test_the_data_folder_can_be_named_when_the_runs_relative_one_is_elsewhere(
     assert main(["compare", *runs, "--data-root", str(root), "--format", "csv"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert float(rows[1]["auc_vs_first"]) == pytest.approx(expected)
+    assert main(["compare", *runs]) == 0  # from elsewhere: the note says which flag names the folder
+    assert "; name the data folder: --data-root DIR" in capsys.readouterr().out
 
 
 def test_an_evaluate_out_dir_folder_is_compared_with_its_checkpoints_config(

@@ -279,8 +279,9 @@ def test_the_contrasts_train_each_seed_beside_the_preset_and_pair_with_it(tiny_s
     stamp = bare[0].best_checkpoint.stat().st_mtime_ns
     again = experiments.run_contrasts(preset, contrasts, tmp_path, [0, 1], **quiet)
     assert again["without"][0].best_checkpoint.stat().st_mtime_ns == stamp  # reused, not retrained
-    with pytest.raises(ValueError, match="distinct titles and folders"):
-        experiments.run_contrasts(preset, [("a", "same", {}), ("b", "same", {})], tmp_path, [0], **quiet)
+    for clash in ([("a", "same", {}), ("b", "same", {})], [("a", "x", {}), ("a", "y", {})], []):
+        with pytest.raises(ValueError, match="distinct titles and folders, got titles"):
+            experiments.run_contrasts(preset, clash, tmp_path, [0], **quiet)
     contrast = {"preset": with_it["preset"], "without": bare}
     rows = experiments.ladder_table(contrast, "Test_v2")
     assert rows[1]["vs_previous"]["n"] == 2 and set(rows[1]["per_seed"]) == {0, 1}
