@@ -640,9 +640,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from attnmel.experiments import compare_runs, comparison_csv, comparison_markdown
 
     comparison = compare_runs(args.runs, split=args.split, data_root=args.data_root)
-    comparison.notes = [
-        cli_spelling(note) for note in comparison.notes
-    ]  # data_root=DIR reads --data-root DIR
+    comparison.notes = [cli_spelling(note) for note in comparison.notes]  # data_root=DIR: --data-root DIR
     if args.format == "csv":
         print(comparison_csv(comparison), end="")
         for note in comparison.notes:  # stdout stays a clean CSV

@@ -476,8 +476,7 @@ def run_variant_seeds(
     Finished runs are reused and interrupted ones resumed, as in :func:`run_or_load`; ``parallel`` as in
     :func:`run_variants`.
     """
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds must be distinct and at least one, got {list(seeds)}")
+    _check_seeds(seeds)
     out_dir = Path(out_dir)
     cells = [
         (
@@ -495,6 +494,12 @@ def run_variant_seeds(
         for seed in map(int, seeds)
     ]
     return _train_grid(cells, reuse=reuse, log=log, parallel=parallel)
+
+
+def _check_seeds(seeds: Sequence[int]) -> None:
+    """One line for a seed list a grid of runs cannot use: empty, or a seed twice (two runs in one folder)."""
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct and at least one, got {list(seeds)}")
 
 
 def _train_grid(
@@ -594,8 +599,7 @@ def run_config_ladder(
     names = [name for name, _ in steps]
     if len(set(names)) != len(names):
         raise ValueError(f"the ladder's step names must be distinct (they name its rows), got {names}")
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds must be distinct and at least one, got {list(seeds)}")
+    _check_seeds(seeds)
     cells, config = [], start
     for k, (name, overrides) in enumerate(steps, start=first_step):
         config = with_recipe(config, overrides)
@@ -625,8 +629,7 @@ def run_contrasts(
             f"contrasts need at least one entry and distinct titles and folders, got titles {titles} "
             f"and folders {folders}"
         )
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds must be distinct and at least one, got {list(seeds)}")
+    _check_seeds(seeds)
     cells = []
     for title, folder, overrides in contrasts:
         for seed in map(int, seeds):
@@ -1075,9 +1078,8 @@ def _evaluation_config(path: Path, scored: list[dict[str, Any]]) -> dict[str, An
             f"{path}: its metrics come from {len(checkpoints)} checkpoints ({', '.join(checkpoints)})"
         )
     try:
-        config = dict(
-            load_checkpoint(checkpoints[0], mmap=True).get("config") or {}
-        )  # the config, not the weights
+        # the config, not the weights: mapped from the file, not read
+        config = dict(load_checkpoint(checkpoints[0], mmap=True).get("config") or {})
     except (OSError, CheckpointError) as err:
         raise NotARunFolder(
             f"{path} is an evaluation folder, but its checkpoint cannot be read for the config ({err})"
@@ -1159,8 +1161,7 @@ def compare_runs(
     if split is None:
         notes.insert(0, "none of the runs has metrics for any split")
     elif len(rows) > 1:
-        reference = read[0][1] if data_root is None else {**read[0][1], "data_root": str(data_root)}
-        _paired_auc_differences(folders, reference, split, rows, notes, data_root_given=data_root is not None)
+        _paired_auc_differences(folders, read[0][1], split, rows, notes, data_root)
     return Comparison(split, rows, settings, notes)
 
 
@@ -1170,12 +1171,12 @@ def _paired_auc_differences(
     split: str,
     rows: list[dict[str, Any]],
     notes: list[str],
-    data_root_given: bool = False,
+    data_root: str | Path | None = None,
 ) -> None:
     """Each later run's AUC minus the first run's, paired over the split's images (``row["auc_vs_first"]``).
 
     Reads ``predictions/<split>.csv`` of the runs and the split's labels through ``reference_config`` (the first
-    run's, with compare's ``data_root`` where given: ``data_root_given``, which drops the hint to give it); a run
+    run's), from ``data_root`` where given, else from its own data folder (a note then hints at ``data_root``); a run
     whose file is absent or covers other images gets no value and a note. The interval is the paired bootstrap
     over the test images (:func:`attnmel.metrics.paired_bootstrap`): test-set noise only, not training noise.
     """
@@ -1184,12 +1185,11 @@ def _paired_auc_differences(
     if reference is None or all(o is None for o in others):
         return  # no predictions to pair: the table keeps its unpaired columns
     try:
-        config = _train_config(reference_config)
+        given = {} if data_root is None else {"data_root": str(data_root)}
+        config = _train_config({**reference_config, **given})
         label_of = _split_labels(config, split)
     except (OSError, TypeError, ValueError) as err:  # DataError is a ValueError
-        hint = (
-            "" if data_root_given or isinstance(err, TypeError) else "; name the data folder: data_root=DIR"
-        )
+        hint = "" if given or isinstance(err, TypeError) else "; name the data folder: data_root=DIR"
         notes.append(
             f"no paired AUC differences: the labels of {split} could not be read ({' '.join(str(err).split())})"
             + hint
