@@ -196,6 +196,35 @@ def test_ladder_extras_give_each_runs_pool4_jaccard_on_the_mask_split() -> None:
     assert titles == {"jaccard": "pool-4 Jaccard, Validation"}
 
 
+def test_ladder_extras_score_every_run_on_ph2_and_reuse_those_scores(
+    tiny_synthetic, ph2_root, tmp_path
+) -> None:
+    """The PH2 column of chapter 6's tables: each run's checkpoint on the external set, in its own folder."""
+    import json
+
+    from .helpers import TINY_RUN
+
+    base = TrainConfig(**{**TINY_RUN, "data_root": str(tiny_synthetic), "n_boot": 0, "epochs": 1,
+                          "max_train_samples": 8, "eval_splits": "Test_v2"})  # fmt: skip
+    steps = [("start", {}), ("+ smoothing", {"label_smoothing": 0.1})]
+    ladder = experiments.run_config_ladder(base, steps, tmp_path / "ladder", [0, 1], log=lambda _m: None)
+    mask_split = interpret.mask_split(base)
+    extra, titles = experiments.ladder_extras(ladder, mask_split, ph2_root)
+    assert titles == {"jaccard": f"pool-4 Jaccard, {mask_split}", "ph2_auc": "PH2 AUC"}
+    assert set(extra["ph2_auc"]) == {"start", "+ smoothing"}
+    saved = {}
+    for name, by_seed in ladder.items():
+        assert set(extra["ph2_auc"][name]) == {0, 1}
+        for s, run in by_seed.items():
+            metrics = run.run_dir / "evaluation-ph2" / "metrics" / "Test.json"
+            written = json.loads(metrics.read_text())
+            assert written["n"] == 5 and written["n_pos"] == 2  # PH2's two melanomas (diagnosis 2)
+            assert extra["ph2_auc"][name][s] == written["auc"] and 0.0 <= written["auc"] <= 1.0
+            saved[metrics] = metrics.stat().st_mtime_ns
+    again, _ = experiments.ladder_extras(ladder, mask_split, ph2_root)
+    assert again == extra and all(m.stat().st_mtime_ns == t for m, t in saved.items())  # read back, not rerun
+
+
 def test_the_cpu_preset_ladder_ends_on_the_preset_and_changes_one_thing_per_step() -> None:
     from attnmel.config import SCRATCH_CPU_STEPS
 
