@@ -634,7 +634,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # (2026-12-06; see the README). Until then the preset trained at lr 0.003: 0.705 / 0.718 / 0.685, lower on every
     # seed at 16 epochs (it was chosen on 6-epoch runs, where it scored higher: 0.679 / 0.661 against 0.656 / 0.652).
     # With 6 epochs and no colour constancy: 0.687 / 0.626 against 0.679 / 0.661 with it (at lr 0.003; not shown).
-    # At 16 epochs without it, seeds 0 / 1 / 2: 0.698 / 0.653 / 0.650 against 0.714 / 0.720 / 0.703 (2026-12-07).
+    # At 16 epochs without it, seeds 0 / 1 / 2: 0.698 / 0.653 / 0.650 against 0.714 / 0.720 / 0.703 (2026-12-07;
+    # likely, not shown); at 6 epochs and lr 0.01 it adds +0.028 [+0.001, +0.054] over the same seeds (chapter 6).
     "scratch-cpu": {
         **_SCRATCH,
         "image_size": 128,
