@@ -202,10 +202,11 @@ def test_ladder_extras_score_every_run_on_ph2_and_reuse_those_scores(
     """The PH2 column of chapter 6's tables: each run's checkpoint on the external set, in its own folder."""
     import json
 
-    from .helpers import TINY_RUN
+    from .helpers import tiny_config
 
-    base = TrainConfig(**{**TINY_RUN, "data_root": str(tiny_synthetic), "n_boot": 0, "epochs": 1,
-                          "max_train_samples": 8, "eval_splits": "Test_v2"})  # fmt: skip
+    base = tiny_config(
+        tiny_synthetic, tmp_path, n_boot=0, epochs=1, max_train_samples=8, eval_splits="Test_v2"
+    )
     steps = [("start", {}), ("+ smoothing", {"label_smoothing": 0.1})]
     ladder = experiments.run_config_ladder(base, steps, tmp_path / "ladder", [0, 1], log=lambda _m: None)
     mask_split = interpret.mask_split(base)
