@@ -29,6 +29,7 @@ __all__ = [
     "SCRATCH_CPU_STEPS",
     "SCRATCH_RECIPE",
     "WITHOUT_REGULARISATION",
+    "SCRATCH_CPU_COMPONENTS",
     "SCRATCH_CPU_CONTRASTS",
     "DATASET_SPLITS",
     "DATASETS",
@@ -569,6 +570,16 @@ SCRATCH_CPU_CONTRASTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
         WITHOUT_REGULARISATION,
     ),
     ("scratch-cpu without colour constancy", "preset-no-cc", {"color_constancy": 0.0}),
+)
+
+# The recipe's components one at a time, within the `isic2017-cpu` budget (6 epochs at 128 px): each entry undoes
+# one group of the recipe in the preset ladder's second row (`scratch-cpu` at 6 epochs, with colour constancy), as
+# (row title, folder, overrides). Chapter 6 pairs each with that row by seed, to say which components the preset
+# needs; the first ladder (RECIPE_STEPS) adds them one by one instead, from the paper's protocol.
+SCRATCH_CPU_COMPONENTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("without scale and colour jitter", "short-no-jitter", {"crop_scale": 1.0, "color_jitter": 0.0}),
+    ("without label smoothing and mixup", "short-no-mixup", {"label_smoothing": 0.0, "mixup": 0.0}),
+    ("without the EMA of the weights", "short-no-ema", {"ema": 0.0}),
 )
 
 # What both from-scratch presets share: ISIC 2017 without ImageNet weights, one pass per epoch, the recipe.

@@ -48,6 +48,8 @@ __all__ = [
     "run_contrasts",
     "with_recipe",
     "ladder_table",
+    "contrast_table",
+    "contrast_findings",
     "ladder_extras",
     "ladder_findings",
     "image_paired_by_seed",
@@ -666,6 +668,31 @@ def ladder_table(
     return rows
 
 
+def contrast_table(
+    runs: Mapping[str, Mapping[int, Run]], split: str, extra: Mapping[str, Mapping[int, float]] | None = None
+) -> list[dict[str, Any]]:
+    """:func:`ladder_table` for a reference and its contrasts: ``runs``' first entry is the reference, and each
+    later row is paired by seed with it (in both paired columns), not with the row above, since each contrast
+    changes the reference on its own (e.g. :data:`~attnmel.config.SCRATCH_CPU_COMPONENTS`)."""
+    reference, *others = runs
+    rows = ladder_table({reference: runs[reference]}, split, extra)
+    for name in others:
+        rows.append(ladder_table({reference: runs[reference], name: runs[name]}, split, extra)[1])
+    return rows
+
+
+def contrast_findings(
+    runs: Mapping[str, Mapping[int, Run]], rows: Sequence[Mapping[str, Any]], reference: str
+) -> list[str]:
+    """:func:`ladder_findings` for :func:`contrast_table`'s rows: each contrast against the reference (named
+    ``reference`` in the sentences), by seed and per seed on the same test images."""
+    first = next(iter(runs))
+    return [
+        ladder_findings({first: runs[first], row["step"]: runs[row["step"]]}, [rows[0], row], reference)[0]
+        for row in rows[1:]
+    ]
+
+
 def image_paired_by_seed(
     runs: Mapping[int, Run], reference: Mapping[int, Run], split: str
 ) -> dict[int, dict[str, Any]]:
@@ -746,9 +773,11 @@ def ladder_markdown(
     rows: Sequence[Mapping[str, Any]],
     extra: Mapping[str, str] | None = None,
     first: str = "the paper's protocol",
+    previous: bool = True,
 ) -> str:
     """Markdown for :func:`ladder_table`; ``extra`` maps an extra figure's key to its column title, ``first``
-    names the first row in the title of the column that compares every row with it."""
+    names the first row in the title of the column that compares every row with it; ``previous=False`` leaves
+    out the column that compares each row with the one above (for :func:`contrast_table`, where it repeats)."""
 
     split = rows[0]["split"] if rows else "test"
     extra = dict(extra or {})
@@ -756,7 +785,7 @@ def ladder_markdown(
         "step",
         "seeds",
         f"{split} AUC mean ± sd",
-        "vs the step before (paired, 95% CI)",
+        *(["vs the step before (paired, 95% CI)"] if previous else []),
         f"vs {first} (paired, 95% CI)",
         *extra.values(),
     ]
@@ -766,7 +795,7 @@ def ladder_markdown(
             r["step"],
             str(r["auc"]["n"]),
             format_mean_sd(r["auc"]),
-            format_paired(r["vs_previous"]),
+            *([format_paired(r["vs_previous"])] if previous else []),
             format_paired(r["vs_paper"]),
         ]
         cells += [format_mean_sd(r[key]) for key in extra]

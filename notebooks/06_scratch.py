@@ -43,6 +43,7 @@ ladder_seeds = -1  # seeds per step of the ladder; -1: the profile's study (0 un
 reuse_runs = False  # True: reuse finished ladder runs with the same settings instead of training again
 parallel = 0  # ladder runs trained at once; 0: the default (one at a time on a CPU, several on a GPU for the preset)
 preset_seeds = 0  # seeds per row of the scratch-cpu ladder on ISIC 2017 (needs data_root); 0: not trained
+component_seeds = 0  # seeds of the 6-epoch scratch-cpu row and of each component left out of it (needs data_root)
 seed = 0  # seed of the augmentation views and the first training seed
 
 # %%
@@ -56,7 +57,13 @@ from IPython.display import Markdown, display
 
 import attnmel
 from attnmel import data, experiments, interpret, loaders, plots
-from attnmel.config import RECIPE_STEPS, SCRATCH_CPU_CONTRASTS, SCRATCH_CPU_STEPS, SCRATCH_RECIPE
+from attnmel.config import (
+    RECIPE_STEPS,
+    SCRATCH_CPU_COMPONENTS,
+    SCRATCH_CPU_CONTRASTS,
+    SCRATCH_CPU_STEPS,
+    SCRATCH_RECIPE,
+)
 from attnmel.io import atomic_write_json
 from attnmel.trainer import lr_factor
 
@@ -232,6 +239,56 @@ else:
     ))  # fmt: skip
 
 # %% [markdown]
+# ## Which of the recipe's components the preset needs
+#
+# The contrast without the regularisers undoes them all at once. To see them one at a time within the
+# `isic2017-cpu` budget (6 epochs at 128 px, about 17 minutes a run on 2 cores), the same seeds train the preset
+# at 6 epochs with colour constancy (the second row of the ladder above, shared with it) and, beside it, that row
+# with one group of the recipe back at the paper's value (`SCRATCH_CPU_COMPONENTS`): no scale or colour jitter;
+# no label smoothing or mixup; no EMA of the weights. Each is paired by seed with the row it changes, not with the
+# row above it. A component whose removal raises the AUC, or leaves it where it was, earns no place in the preset
+# at this length. Opt-in like the ladder: `-p component_seeds 2` with the `isic2017-cpu` profile and `data_root`.
+
+# %%
+if component_seeds > 0:
+    if not data_root:
+        raise ValueError("component_seeds needs data_root: the component contrasts train on ISIC 2017")
+    cpu = experiments.profile_config("scratch-cpu", data_root=data_root, device=device, runs_dir=runs_dir)
+    component_list = list(range(seed, seed + component_seeds))
+    start = time.perf_counter()
+    six_start = experiments.with_recipe(cpu, SCRATCH_CPU_STEPS[0][1])  # 6 epochs, before colour constancy
+    six_title = f"scratch-cpu at 6 epochs ({SCRATCH_CPU_STEPS[1][0].removeprefix('+ ')})"
+    # the ladder's step-1 folder: reused from the ladder above when it ran (this execution's, or kept by reuse_runs)
+    six_runs = experiments.run_config_ladder(six_start, SCRATCH_CPU_STEPS[1:2], out_dir / "preset", component_list,
+                                             first_step=1, log=lambda m: None)[SCRATCH_CPU_STEPS[1][0]]  # fmt: skip
+    six = experiments.with_recipe(six_start, SCRATCH_CPU_STEPS[1][1])
+    without = experiments.run_contrasts(six, SCRATCH_CPU_COMPONENTS, out_dir, component_list, reuse=reuse_runs,
+                                        log=lambda m: None, parallel=parallel or None)  # fmt: skip
+    components = {six_title: six_runs, **without}
+    six_test, six_masks = experiments.test_split(six), interpret.mask_split(six)
+    six_extra, six_titles = experiments.ladder_extras(components, six_masks, ph2_root)
+    component_rows = experiments.contrast_table(components, six_test, six_extra)
+    atomic_write_json(out_dir / "components.json", {"profile": "scratch-cpu", "epochs": six.epochs, "split": six_test,
+                                                    "seeds": component_list, "rows": component_rows,
+                                                    "components": [list(c) for c in SCRATCH_CPU_COMPONENTS]})  # fmt: skip
+    print(f"{1 + len(SCRATCH_CPU_COMPONENTS)} rows x {component_seeds} seeds: "
+          f"{(time.perf_counter() - start) / 60:.1f} min")  # fmt: skip
+    display(Markdown(
+        f"**{six.dataset}, {six_test}, preset `scratch-cpu` at {six.epochs} epochs, seeds "
+        f"{', '.join(map(str, component_list))}**\n\n"
+        + experiments.ladder_markdown(component_rows, six_titles, first="that row", previous=False)
+        + f"\n\n{experiments.profile_caption('scratch-cpu', six, component_seeds)}\n\n"
+        + "\n".join(f"- {f}" for f in experiments.contrast_findings(components, component_rows, "that row"))
+    ))  # fmt: skip
+else:
+    display(Markdown(
+        f"*Not trained in this execution: the 6-epoch `scratch-cpu` row and its {len(SCRATCH_CPU_COMPONENTS)} "
+        "contrasts (" + "; ".join(title for title, _, _ in SCRATCH_CPU_COMPONENTS) + "), 2 seeds each on ISIC 2017, "
+        "take about 2.3 hours on 2 cores. Run this chapter with `-p profile isic2017-cpu -p data_root <ISIC 2017 "
+        "folder> -p component_seeds 2 -p reuse_runs True` (see the README).*"
+    ))  # fmt: skip
+
+# %% [markdown]
 # ## Summary
 #
 # - Every step is an option of `TrainConfig` with the paper's value as its default, so `paper` stays the
@@ -244,4 +301,4 @@ else:
 # - The CPU preset's own choices (colour constancy, 16 epochs instead of 6) are a ladder of their own, on ISIC 2017
 #   only: `preset_seeds` trains it, and its last row is the `scratch-cpu` preset as `attnmel train` runs it. The
 #   same seeds without the recipe's augmentation and regularisation, and without colour constancy, say whether
-#   the preset needs them.
+#   the preset needs them. `component_seeds` undoes the recipe's components one group at a time at 6 epochs.

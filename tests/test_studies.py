@@ -157,6 +157,45 @@ def test_ladder_table_pairs_each_step_with_the_one_before_and_the_first() -> Non
     assert "| + b | 2 |" in table and "+0.060 [" in table
 
 
+def test_a_contrast_table_pairs_every_contrast_with_the_reference_not_the_row_above() -> None:
+    from types import SimpleNamespace
+
+    def runs(*aucs: float) -> dict:
+        return {s: SimpleNamespace(metrics={"Test_v2": {"auc": a}}) for s, a in enumerate(aucs)}
+
+    contrasts = {"ref": runs(0.60, 0.62), "no a": runs(0.55, 0.59), "no b": runs(0.70, 0.64)}
+    extra = {"jaccard": {"ref": {0: 0.2, 1: 0.3}, "no b": {0: 0.1, 1: 0.1}}}
+    rows = experiments.contrast_table(contrasts, "Test_v2", extra)
+    assert [r["step"] for r in rows] == ["ref", "no a", "no b"] and rows[0]["vs_paper"] is None
+    assert rows[2]["vs_paper"]["mean"] == pytest.approx(((0.70 - 0.60) + (0.64 - 0.62)) / 2)
+    assert rows[2]["vs_previous"] == rows[2]["vs_paper"]  # to the reference, not to "no a"
+    assert rows[1]["jaccard"]["n"] == 0 and rows[2]["jaccard"]["mean"] == pytest.approx(0.1)
+    table = experiments.ladder_markdown(rows, {"jaccard": "pool-4 Jaccard"}, first="ref", previous=False)
+    assert "step before" not in table and "| vs ref (paired, 95% CI) |" in table
+    assert (
+        "| ref | 2 | 0.610 ± 0.014 | — | 0.250 ± 0.071 |" in table
+        and "| no b | 2 | 0.670 ± 0.042 | +0.060 [" in table
+    )
+
+
+def test_the_recipe_components_each_undo_one_group_of_the_six_epoch_preset() -> None:
+    from attnmel.config import SCRATCH_CPU_COMPONENTS, SCRATCH_CPU_STEPS
+
+    preset = TrainConfig.from_preset("scratch-cpu", data_root="/data")
+    six = experiments.with_recipe(
+        experiments.with_recipe(preset, SCRATCH_CPU_STEPS[0][1]), SCRATCH_CPU_STEPS[1][1]
+    )
+    assert (six.epochs, six.color_constancy) == (6, 6.0)
+    paper = TrainConfig().to_dict()
+    folders = [folder for _, folder, _ in SCRATCH_CPU_COMPONENTS]
+    assert len(set(folders)) == len(folders) and not {"preset", "preset-bare", "preset-no-cc"} & set(folders)
+    for title, _, overrides in SCRATCH_CPU_COMPONENTS:
+        undone = six.replace(**overrides).to_dict()
+        changed = {k for k, v in undone.items() if six.to_dict()[k] != v}
+        assert changed == set(overrides) and title.startswith("without")  # each group is on in the preset
+        assert all(undone[k] == paper[k] for k in overrides)  # and goes back to the paper's value
+
+
 def test_the_recipe_ladder_reuses_chapter_4_and_stacks_each_step_on_the_earlier_ones(
     tiny_synthetic, tmp_path
 ) -> None:
@@ -330,6 +369,15 @@ def test_the_contrasts_train_each_seed_beside_the_preset_and_pair_with_it(tiny_s
     (finding,) = experiments.ladder_findings(contrast, rows, "the preset")
     assert finding.startswith("without vs the preset: AUC") or finding.startswith("**without")
     assert f"seed 1 {by_image[1]['diff']:+.3f} [{by_image[1]['ci'][0]:+.3f}," in finding
+
+    # several contrasts in one table: each paired with the preset, none with the contrast above it
+    both = {"preset": with_it["preset"], "without": bare, "no cc": no_cc}
+    table = experiments.contrast_table(both, "Test_v2")
+    findings = experiments.contrast_findings(both, table, "the preset")
+    no_cc_by_image = experiments.image_paired_by_seed(no_cc, with_it["preset"], "Test_v2")
+    assert [r["step"] for r in table] == ["preset", "without", "no cc"] and len(findings) == 2
+    assert findings[0] == finding and "no cc vs the preset" in findings[1]
+    assert f"seed 0 {no_cc_by_image[0]['diff']:+.3f} [" in findings[1]
 
     # predictions of other images are an error naming both files, not a silent pairing
     file = bare[1].run_dir / "predictions" / "Test_v2.csv"
