@@ -46,6 +46,7 @@ __all__ = [
     "run_recipe_ladder",
     "run_config_ladder",
     "run_contrasts",
+    "pick_contrasts",
     "with_recipe",
     "ladder_table",
     "contrast_table",
@@ -640,6 +641,21 @@ def run_contrasts(
                 (title, seed, config.replace(**overrides, seed=seed, run_dir=str(run_dir), resume=False))
             )
     return _train_grid(cells, reuse=reuse, log=log, parallel=parallel)
+
+
+def pick_contrasts(
+    contrasts: Sequence[tuple[str, str, Mapping[str, Any]]], folders: str
+) -> list[tuple[str, str, Mapping[str, Any]]]:
+    """The ``(title, folder, overrides)`` entries of ``contrasts`` named by ``folders`` (comma-separated, in that
+    order; ``""``: all of them), so a chapter can train a subset within its budget. Unknown names are an error."""
+    by_folder = {entry[1]: entry for entry in contrasts}
+    names = [f.strip() for f in folders.split(",") if f.strip()]
+    unknown = [n for n in names if n not in by_folder]
+    if unknown:
+        raise ValueError(
+            f"unknown contrast folder(s) {', '.join(unknown)}: choose from {', '.join(by_folder)}"
+        )
+    return [by_folder[n] for n in dict.fromkeys(names)] if names else list(contrasts)
 
 
 def ladder_table(

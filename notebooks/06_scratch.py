@@ -44,6 +44,7 @@ reuse_runs = False  # True: reuse finished ladder runs with the same settings in
 parallel = 0  # ladder runs trained at once; 0: the default (one at a time on a CPU, several on a GPU for the preset)
 preset_seeds = 0  # seeds per row of the scratch-cpu ladder on ISIC 2017 (needs data_root); 0: not trained
 component_seeds = 0  # seeds of the 6-epoch scratch-cpu row and of each component left out of it (needs data_root)
+components = ""  # which of SCRATCH_CPU_COMPONENTS, by folder, comma-separated (e.g. "short-no-mixup"); "": all
 seed = 0  # seed of the augmentation views and the first training seed
 
 # %%
@@ -247,7 +248,8 @@ else:
 # with one group of the recipe back at the paper's value (`SCRATCH_CPU_COMPONENTS`): no scale or colour jitter;
 # no label smoothing or mixup; no EMA of the weights. Each is paired by seed with the row it changes, not with the
 # row above it. A component whose removal raises the AUC, or leaves it where it was, earns no place in the preset
-# at this length. Opt-in like the ladder: `-p component_seeds 2` with the `isic2017-cpu` profile and `data_root`.
+# at this length. Opt-in like the ladder: `-p component_seeds 2` with the `isic2017-cpu` profile and `data_root`;
+# `-p components short-no-mixup` (folders, comma-separated) trains a subset.
 
 # %%
 if component_seeds > 0:
@@ -262,7 +264,8 @@ if component_seeds > 0:
     six_runs = experiments.run_config_ladder(six_start, SCRATCH_CPU_STEPS[1:2], out_dir / "preset", component_list,
                                              first_step=1, log=lambda m: None)[SCRATCH_CPU_STEPS[1][0]]  # fmt: skip
     six = experiments.with_recipe(six_start, SCRATCH_CPU_STEPS[1][1])
-    without = experiments.run_contrasts(six, SCRATCH_CPU_COMPONENTS, out_dir, component_list, reuse=reuse_runs,
+    chosen = experiments.pick_contrasts(SCRATCH_CPU_COMPONENTS, components)
+    without = experiments.run_contrasts(six, chosen, out_dir, component_list, reuse=reuse_runs,
                                         log=lambda m: None, parallel=parallel or None)  # fmt: skip
     components = {six_title: six_runs, **without}
     six_test, six_masks = experiments.test_split(six), interpret.mask_split(six)
@@ -270,8 +273,8 @@ if component_seeds > 0:
     component_rows = experiments.contrast_table(components, six_test, six_extra)
     atomic_write_json(out_dir / "components.json", {"profile": "scratch-cpu", "epochs": six.epochs, "split": six_test,
                                                     "seeds": component_list, "rows": component_rows,
-                                                    "components": [list(c) for c in SCRATCH_CPU_COMPONENTS]})  # fmt: skip
-    print(f"{1 + len(SCRATCH_CPU_COMPONENTS)} rows x {component_seeds} seeds: "
+                                                    "components": [list(c) for c in chosen]})  # fmt: skip
+    print(f"{1 + len(chosen)} rows x {component_seeds} seeds: "
           f"{(time.perf_counter() - start) / 60:.1f} min")  # fmt: skip
     display(Markdown(
         f"**{six.dataset}, {six_test}, preset `scratch-cpu` at {six.epochs} epochs, seeds "
@@ -284,7 +287,7 @@ else:
     display(Markdown(
         f"*Not trained in this execution: the 6-epoch `scratch-cpu` row and its {len(SCRATCH_CPU_COMPONENTS)} "
         "contrasts (" + "; ".join(title for title, _, _ in SCRATCH_CPU_COMPONENTS) + "), 2 seeds each on ISIC 2017, "
-        "take about 2.3 hours on 2 cores. Run this chapter with `-p profile isic2017-cpu -p data_root <ISIC 2017 "
+        "take 2.3-4 hours on 2 cores, depending on the host. Run this chapter with `-p profile isic2017-cpu -p data_root <ISIC 2017 "
         "folder> -p component_seeds 2 -p reuse_runs True` (see the README).*"
     ))  # fmt: skip
 

@@ -157,6 +157,18 @@ def test_ladder_table_pairs_each_step_with_the_one_before_and_the_first() -> Non
     assert "| + b | 2 |" in table and "+0.060 [" in table
 
 
+def test_a_chapter_can_pick_a_subset_of_the_contrasts_by_folder() -> None:
+    from attnmel.config import SCRATCH_CPU_COMPONENTS
+
+    assert experiments.pick_contrasts(SCRATCH_CPU_COMPONENTS, "") == list(SCRATCH_CPU_COMPONENTS)
+    picked = experiments.pick_contrasts(SCRATCH_CPU_COMPONENTS, " short-no-ema, short-no-jitter,short-no-ema")
+    assert [folder for _, folder, _ in picked] == ["short-no-ema", "short-no-jitter"]
+    with pytest.raises(
+        ValueError, match="unknown contrast folder.s. no-mixup: choose from short-no-jitter, "
+    ):
+        experiments.pick_contrasts(SCRATCH_CPU_COMPONENTS, "no-mixup")
+
+
 def test_a_contrast_table_pairs_every_contrast_with_the_reference_not_the_row_above() -> None:
     from types import SimpleNamespace
 
