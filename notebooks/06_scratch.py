@@ -259,18 +259,18 @@ if component_seeds > 0:
     component_list = list(range(seed, seed + component_seeds))
     start = time.perf_counter()
     six_start = experiments.with_recipe(cpu, SCRATCH_CPU_STEPS[0][1])  # 6 epochs, before colour constancy
-    six_title = f"scratch-cpu at 6 epochs ({SCRATCH_CPU_STEPS[1][0].removeprefix('+ ')})"
     # the ladder's step-1 folder: reused from the ladder above when it ran (this execution's, or kept by reuse_runs)
     six_runs = experiments.run_config_ladder(six_start, SCRATCH_CPU_STEPS[1:2], out_dir / "preset", component_list,
                                              first_step=1, log=lambda m: None)[SCRATCH_CPU_STEPS[1][0]]  # fmt: skip
     six = experiments.with_recipe(six_start, SCRATCH_CPU_STEPS[1][1])
+    six_title = f"scratch-cpu at {six.epochs} epochs, with colour constancy"
     chosen = experiments.pick_contrasts(SCRATCH_CPU_COMPONENTS, components)
     without = experiments.run_contrasts(six, chosen, out_dir, component_list, reuse=reuse_runs,
                                         log=lambda m: None, parallel=parallel or None)  # fmt: skip
-    components = {six_title: six_runs, **without}
+    component_runs = {six_title: six_runs, **without}
     six_test, six_masks = experiments.test_split(six), interpret.mask_split(six)
-    six_extra, six_titles = experiments.ladder_extras(components, six_masks, ph2_root)
-    component_rows = experiments.contrast_table(components, six_test, six_extra)
+    six_extra, six_titles = experiments.ladder_extras(component_runs, six_masks, ph2_root)
+    component_rows = experiments.contrast_table(component_runs, six_test, six_extra)
     atomic_write_json(out_dir / "components.json", {"profile": "scratch-cpu", "epochs": six.epochs, "split": six_test,
                                                     "seeds": component_list, "rows": component_rows,
                                                     "components": [list(c) for c in chosen]})  # fmt: skip
@@ -279,9 +279,10 @@ if component_seeds > 0:
     display(Markdown(
         f"**{six.dataset}, {six_test}, preset `scratch-cpu` at {six.epochs} epochs, seeds "
         f"{', '.join(map(str, component_list))}**\n\n"
-        + experiments.ladder_markdown(component_rows, six_titles, first="that row", previous=False)
+        + experiments.ladder_markdown(component_rows, six_titles, first=f"the {six.epochs}-epoch preset", previous=False)
         + f"\n\n{experiments.profile_caption('scratch-cpu', six, component_seeds)}\n\n"
-        + "\n".join(f"- {f}" for f in experiments.contrast_findings(components, component_rows, "that row"))
+        + "\n".join(f"- {f}" for f in experiments.contrast_findings(component_runs, component_rows,
+                                                                 f"the {six.epochs}-epoch preset"))
     ))  # fmt: skip
 else:
     display(Markdown(
