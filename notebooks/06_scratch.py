@@ -243,7 +243,7 @@ else:
 # ## Which of the recipe's components the preset needs
 #
 # The contrast without the regularisers undoes them all at once. To see them one at a time within the
-# `isic2017-cpu` budget (6 epochs at 128 px, about 17 minutes a run on 2 cores), the same seeds train the preset
+# `isic2017-cpu` budget (6 epochs at 128 px, 15-30 minutes a run on 2 cores), the same seeds train the preset
 # at 6 epochs with colour constancy (the second row of the ladder above, shared with it) and, beside it, that row
 # with one group of the recipe back at the paper's value (`SCRATCH_CPU_COMPONENTS`): no scale or colour jitter;
 # no label smoothing or mixup; no EMA of the weights. Each is paired by seed with the row it changes, not with the

@@ -139,13 +139,19 @@ def test_shortcut_seed_rows_pair_the_shifted_auc_with_each_rows_reference() -> N
     assert "-0.130 [" in table and "vs ref" in table and table.count("\n") == 4
 
 
-def test_ladder_table_pairs_each_step_with_the_one_before_and_the_first() -> None:
+def _runs_scoring(*aucs: float) -> dict:
+    """Stand-ins for finished runs, by seed, with only a Test_v2 AUC: enough for the tables' arithmetic."""
     from types import SimpleNamespace
 
-    def runs(*aucs: float) -> dict:
-        return {s: SimpleNamespace(metrics={"Test_v2": {"auc": a}}) for s, a in enumerate(aucs)}
+    return {s: SimpleNamespace(metrics={"Test_v2": {"auc": a}}) for s, a in enumerate(aucs)}
 
-    ladder = {"paper": runs(0.60, 0.62), "+ a": runs(0.65, 0.66), "+ b": runs(0.64, 0.70)}
+
+def test_ladder_table_pairs_each_step_with_the_one_before_and_the_first() -> None:
+    ladder = {
+        "paper": _runs_scoring(0.60, 0.62),
+        "+ a": _runs_scoring(0.65, 0.66),
+        "+ b": _runs_scoring(0.64, 0.70),
+    }
     extra = {"jaccard": {"paper": {0: 0.2, 1: 0.3}, "+ a": {0: 0.4, 1: 0.4}}}
     rows = experiments.ladder_table(ladder, "Test_v2", extra)
     assert rows[0]["vs_previous"] is None and rows[0]["auc"]["mean"] == pytest.approx(0.61)
@@ -170,12 +176,11 @@ def test_a_chapter_can_pick_a_subset_of_the_contrasts_by_folder() -> None:
 
 
 def test_a_contrast_table_pairs_every_contrast_with_the_reference_not_the_row_above() -> None:
-    from types import SimpleNamespace
-
-    def runs(*aucs: float) -> dict:
-        return {s: SimpleNamespace(metrics={"Test_v2": {"auc": a}}) for s, a in enumerate(aucs)}
-
-    contrasts = {"ref": runs(0.60, 0.62), "no a": runs(0.55, 0.59), "no b": runs(0.70, 0.64)}
+    contrasts = {
+        "ref": _runs_scoring(0.60, 0.62),
+        "no a": _runs_scoring(0.55, 0.59),
+        "no b": _runs_scoring(0.70, 0.64),
+    }
     extra = {"jaccard": {"ref": {0: 0.2, 1: 0.3}, "no b": {0: 0.1, 1: 0.1}}}
     rows = experiments.contrast_table(contrasts, "Test_v2", extra)
     assert [r["step"] for r in rows] == ["ref", "no a", "no b"] and rows[0]["vs_paper"] is None
