@@ -177,7 +177,7 @@ else:
 # cores, so it is opt-in: `-p preset_seeds 2` with the `isic2017-cpu` profile and `data_root` (see the README).
 #
 # Beside the ladder, the same seeds train the preset twice more, each time with one group of its choices undone
-# (`SCRATCH_CPU_CONTRASTS`), and each is paired with the preset by seed:
+# (`SCRATCH_CPU_CONTRASTS`), and each is paired with the preset by seed, in one table:
 #
 # - the recipe's augmentation and regularisation back at the paper's values (no scale or colour jitter, label
 #   smoothing, mixup or EMA; weight decay $10^{-4}$), keeping its learning rate, warm-up and cosine decay, colour
@@ -211,24 +211,22 @@ if preset_seeds > 0:
         + f"\n\n{experiments.profile_caption('scratch-cpu', cpu, preset_seeds)}\n\n"
         + "\n".join(f"- {f}" for f in cpu_findings)
     ))  # fmt: skip
-    preset_runs = preset_ladder[SCRATCH_CPU_STEPS[-1][0]]
     contrast_runs = experiments.run_contrasts(cpu, SCRATCH_CPU_CONTRASTS, out_dir, preset_list, reuse=reuse_runs,
                                               log=lambda m: None, parallel=parallel or None)  # fmt: skip
-    for title, folder, overrides in SCRATCH_CPU_CONTRASTS:
-        contrast = {"scratch-cpu": preset_runs, title: contrast_runs[title]}
-        contrast_extra, _ = experiments.ladder_extras(contrast, cpu_masks, ph2_root)
-        contrast_rows = experiments.ladder_table(contrast, cpu_test, contrast_extra)
-        atomic_write_json(out_dir / f"{folder.replace('-', '_')}.json", {"profile": "scratch-cpu", "split": cpu_test,
-                                                                        "seeds": preset_list, "rows": contrast_rows,
-                                                                        "overrides": overrides})  # fmt: skip
-        display(Markdown(
-            f"**{cpu.dataset}, {cpu_test}, preset `scratch-cpu` with and "
-            f"{title.removeprefix('scratch-cpu ')}, seeds "
-            f"{', '.join(map(str, preset_list))}**\n\n"
-            + experiments.ladder_markdown(contrast_rows, cpu_titles, first="'scratch-cpu'")
-            + f"\n\n{experiments.profile_caption('scratch-cpu', cpu, preset_seeds)}\n\n- "
-            + experiments.ladder_findings(contrast, contrast_rows, "the scratch-cpu preset")[0]
-        ))  # fmt: skip
+    contrasted = {"scratch-cpu": preset_ladder[SCRATCH_CPU_STEPS[-1][0]], **contrast_runs}
+    contrast_extra, _ = experiments.ladder_extras(contrasted, cpu_masks, ph2_root)
+    contrast_rows = experiments.contrast_table(contrasted, cpu_test, contrast_extra)
+    atomic_write_json(out_dir / "preset_contrasts.json", {"profile": "scratch-cpu", "split": cpu_test,
+                                                          "seeds": preset_list, "rows": contrast_rows,
+                                                          "contrasts": [list(c) for c in SCRATCH_CPU_CONTRASTS]})  # fmt: skip
+    display(Markdown(
+        f"**{cpu.dataset}, {cpu_test}, preset `scratch-cpu` and its contrasts, seeds "
+        f"{', '.join(map(str, preset_list))}**\n\n"
+        + experiments.ladder_markdown(contrast_rows, cpu_titles, first="the scratch-cpu preset", previous=False)
+        + f"\n\n{experiments.profile_caption('scratch-cpu', cpu, preset_seeds)}\n\n"
+        + "\n".join(f"- {f}" for f in experiments.contrast_findings(contrasted, contrast_rows,
+                                                                 "the scratch-cpu preset"))
+    ))  # fmt: skip
 else:
     display(Markdown(
         f"*Not trained in this execution: {len(SCRATCH_CPU_STEPS)} rows x 2 seeds of the `scratch-cpu` preset on "
