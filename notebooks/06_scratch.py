@@ -245,9 +245,10 @@ else:
 # at 6 epochs with colour constancy (the second row of the ladder above, shared with it) and, beside it, that row
 # with one group of the recipe back at the paper's value (`SCRATCH_CPU_COMPONENTS`): no scale or colour jitter;
 # no label smoothing or mixup; no EMA of the weights. Each is paired by seed with the row it changes, not with the
-# row above it. A component whose removal raises the AUC, or leaves it where it was, is not shown to earn its place
-# at this length; whether to drop it from the preset also waits on the 16-epoch contrast above and the GPU preset,
-# where overfitting is what the components are there for. Opt-in like the ladder: `-p component_seeds 2` with the `isic2017-cpu` profile and `data_root`;
+# row above it. A component whose removal raises the AUC, or leaves it where it was, is not shown to earn its
+# place at this length; whether to drop it from the preset also waits on the 16-epoch contrast above and the GPU
+# preset, where overfitting is what the components are there for. Opt-in like the ladder: `-p component_seeds 2`
+# with the `isic2017-cpu` profile and `data_root`;
 # `-p components short-no-mixup` (folders, comma-separated) trains a subset.
 
 # %%
