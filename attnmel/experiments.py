@@ -287,10 +287,11 @@ class Run:
     config: TrainConfig
     history: list[dict[str, Any]]
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    checkpoint: Path | None = None  # the weights its metrics are of; None: the folder's checkpoints/best.pt
 
     @property
     def best_checkpoint(self) -> Path:
-        return self.run_dir / "checkpoints" / "best.pt"
+        return self.checkpoint or self.run_dir / "checkpoints" / "best.pt"
 
     @property
     def best_epoch(self) -> int:
@@ -357,6 +358,42 @@ def load_run(run_dir: str | Path) -> Run:
     found = {p.stem: json.loads(p.read_text()) for p in sorted((run_dir / "metrics").glob("*.json"))}
     metrics = {s: found.pop(s) for s in report_splits(config) if s in found} | found
     return Run(run_dir, config, history, metrics)
+
+
+def best_val_runs(
+    runs: Mapping[int, Run], reuse: bool = True, log: Callable[[str], None] = print
+) -> dict[int, Run]:
+    """Each run's epoch of best validation AUC, read back as a run of its own: a contrast that trains nothing.
+
+    Under ``select_epoch="last"`` training keeps that epoch as ``checkpoints/best_val.pt`` beside ``best.pt`` (the
+    last). It is evaluated here on the run's report splits, on the images training evaluated, into
+    ``<run>/best-val/`` (reused when newer than the checkpoint); the returned run's predictions, metrics and
+    ``best_checkpoint`` are that epoch's, its config and history the run's own.
+    """
+    from attnmel.evaluate import evaluate_checkpoint
+
+    chosen = {}
+    for seed, run in runs.items():
+        checkpoint = run.run_dir / "checkpoints" / "best_val.pt"
+        if not checkpoint.is_file():
+            raise FileNotFoundError(
+                f"{checkpoint} is missing: only a run with select_epoch='last' keeps its best validation epoch"
+            )
+        out = run.run_dir / "best-val"
+        metrics = {}
+        for split in report_splits(run.config):
+            saved = out / "metrics" / f"{split}.json"
+            if reuse and saved.is_file() and saved.stat().st_mtime >= checkpoint.stat().st_mtime:
+                metrics[split] = json.loads(saved.read_text())
+                continue
+            log(f"==> {checkpoint} on {split}")
+            metrics[split] = evaluate_checkpoint(
+                checkpoint, data_root=run.config.data_root, split=split, out_dir=out, device=run.config.device,
+                max_samples=run.config.max_eval_samples, n_boot=run.config.n_boot, threshold=run.config.threshold,
+                plots=False, seed=run.config.seed, missing=run.config.missing,
+            )  # fmt: skip
+        chosen[seed] = Run(out, run.config, run.history, metrics, checkpoint=checkpoint)
+    return chosen
 
 
 def run_or_load(config: TrainConfig, reuse: bool = True, log: Callable[[str], None] = print) -> Run:

@@ -251,6 +251,44 @@ def test_select_epoch_last_keeps_the_best_validation_epoch_in_best_val_pt_across
     )
 
 
+def test_best_val_runs_read_a_last_epoch_run_back_at_its_best_validation_epoch(
+    syn, tmp_path, monkeypatch
+) -> None:
+    """The contrast that trains nothing: a run that kept its last epoch, read back at its best validation epoch
+    (best_val.pt), predicts the test images as the same training does when it keeps that epoch itself; its
+    evaluation is written once, in the run's best-val/ folder, and reused; a run without best_val.pt is refused."""
+    from attnmel import experiments
+
+    base = tiny_config(
+        syn, tmp_path, epochs=4, max_train_samples=8, eval_splits="Validation,Test_v2", n_boot=0
+    )
+    _script_val_aucs(monkeypatch, SCRIPTED_VAL_AUCS)  # the peak is epoch 2
+    by_auc = experiments.load_run(fit(base.replace(run_name="auc"), log=lambda _m: None).run_dir)
+    _script_val_aucs(monkeypatch, SCRIPTED_VAL_AUCS)
+    last = experiments.load_run(
+        fit(base.replace(run_name="last", select_epoch="last"), log=lambda _m: None).run_dir
+    )
+    monkeypatch.undo()
+
+    logged: list[str] = []
+    peak = experiments.best_val_runs({3: last}, log=logged.append)[3]
+    assert peak.run_dir == last.run_dir / "best-val" and peak.best_checkpoint.name == "best_val.pt"
+    assert [m["epoch"] for m in peak.metrics.values()] == [2, 2] and list(peak.metrics) == [
+        "Test_v2",
+        "Validation",
+    ]
+    assert last.metrics["Test_v2"]["epoch"] == 4 and by_auc.metrics["Test_v2"]["epoch"] == 2
+    assert peak.predictions("Test_v2")[0] == by_auc.predictions("Test_v2")[0]
+    assert peak.predictions("Test_v2")[2] == pytest.approx(by_auc.predictions("Test_v2")[2], abs=1e-6)
+    assert peak.metrics["Test_v2"]["auc"] == pytest.approx(by_auc.metrics["Test_v2"]["auc"])
+    assert len(logged) == 2
+
+    again = experiments.best_val_runs({3: last}, log=logged.append)[3]
+    assert len(logged) == 2 and again.metrics == peak.metrics  # reused, not evaluated again
+    with pytest.raises(FileNotFoundError, match=r"auc/checkpoints/best_val.pt is missing: only a run with"):
+        experiments.best_val_runs({0: by_auc})
+
+
 def test_a_resumed_run_without_best_val_pt_says_its_peak_was_not_kept(syn, tmp_path, monkeypatch) -> None:
     """A run begun before best_val.pt existed finds its peak in the history, and its last line says the peak's
     weights were not kept instead of naming a file that is not there."""

@@ -196,7 +196,7 @@ def test_a_contrast_table_pairs_every_contrast_with_the_reference_not_the_row_ab
 
 
 def test_the_recipe_components_each_undo_one_group_of_the_six_epoch_preset() -> None:
-    from attnmel.config import SCRATCH_CPU_COMPONENTS, SCRATCH_CPU_STEPS
+    from attnmel.config import SCRATCH_CPU_COMPONENTS, SCRATCH_CPU_STEPS, SCRATCH_RECIPE
 
     preset = TrainConfig.from_preset("scratch-cpu", data_root="/data")
     six = experiments.with_recipe(
@@ -211,6 +211,9 @@ def test_the_recipe_components_each_undo_one_group_of_the_six_epoch_preset() -> 
         changed = {k for k, v in undone.items() if six.to_dict()[k] != v}
         assert changed == set(overrides) and title.startswith("without")  # each group is on in the preset
         assert all(undone[k] == paper[k] for k in overrides)  # and goes back to the paper's value
+    # together they undo every option of the recipe but the last-epoch choice, which changes no training
+    undone_options = {k for _, _, overrides in SCRATCH_CPU_COMPONENTS for k in overrides}
+    assert set(SCRATCH_RECIPE) - undone_options == {"select_epoch"}
 
 
 def test_the_recipe_ladder_reuses_chapter_4_and_stacks_each_step_on_the_earlier_ones(
