@@ -154,6 +154,7 @@ def evaluate_checkpoint(
     seed: int = 0,
     missing: str = "error",
     tta: bool = False,
+    channels_last: bool = False,
 ) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on ``split`` of ``dataset`` (default: the dataset it was trained on).
 
@@ -170,6 +171,8 @@ def evaluate_checkpoint(
         missing: ``"error"`` or ``"skip"`` listed images absent from the folder.
         tta: average the melanoma probability over the 8 dihedral views (flips and 90-degree rotations,
             :mod:`attnmel.tta`); recorded as ``"tta"`` in the metrics.
+        channels_last: model and images in NHWC memory order, as a ``channels_last`` run's own evaluation (in
+            bf16 the two orders round differently, so this gives training's figures to the last digit).
 
     Returns:
         The metrics dict written to ``<out_dir>/metrics/<split>.json`` (``out_dir`` included).
@@ -183,7 +186,7 @@ def evaluate_checkpoint(
             return _evaluate(
                 checkpoint, out, dataset, data_root, split, batch_size=batch_size, device=device,
                 precision=precision, num_workers=num_workers, max_samples=max_samples, n_boot=n_boot,
-                threshold=threshold, plots=plots, seed=seed, missing=missing, tta=tta,
+                threshold=threshold, plots=plots, seed=seed, missing=missing, tta=tta, channels_last=channels_last,
             )  # fmt: skip
     except DataError as err:
         raise unwrap_worker_error(err) from None
@@ -223,6 +226,7 @@ def _evaluate(
     seed: int,
     missing: str,
     tta: bool = False,
+    channels_last: bool = False,
 ) -> dict[str, Any]:
     from attnmel.metrics import summarise, write_predictions_csv
 
@@ -245,6 +249,8 @@ def _evaluate(
     split = split or default_split(config.dataset)
     model, _ = build_model_from_checkpoint(ckpt)
     model = model.to(dev)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
 
     loader = split_loader(
         config,
@@ -255,7 +261,7 @@ def _evaluate(
         device=dev,
         normalise_as=trained_on or config.dataset,  # the model keeps its own input statistics
     )
-    result = collect_maps(model, loader, device=dev, precision=prec, tta=tta)
+    result = collect_maps(model, loader, device=dev, precision=prec, tta=tta, channels_last=channels_last)
     write_predictions_csv(out / "predictions" / f"{split}.csv", result["image_id"], result["prob"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a one-class split: AUC / AP are recorded as null

@@ -367,8 +367,9 @@ def best_val_runs(
 
     Under ``select_epoch="last"`` training keeps that epoch as ``checkpoints/best_val.pt`` beside ``best.pt`` (the
     last). It is evaluated here on the run's report splits, on the images training evaluated, into
-    ``<run>/best-val/`` (reused when newer than the checkpoint); the returned run's predictions, metrics and
-    ``best_checkpoint`` are that epoch's, its config and history the run's own.
+    ``<run>/best-val/`` (reused when newer than the checkpoint) with the run's own precision, memory order and
+    batch size, so its figures are what training would have written had it kept that epoch. The returned run's
+    predictions, metrics, ``best_checkpoint`` and ``best_epoch`` are that epoch's; config and history the run's.
     """
     from attnmel.evaluate import evaluate_checkpoint
 
@@ -389,10 +390,13 @@ def best_val_runs(
             log(f"==> {checkpoint} on {split}")
             metrics[split] = evaluate_checkpoint(
                 checkpoint, data_root=run.config.data_root, split=split, out_dir=out, device=run.config.device,
-                max_samples=run.config.max_eval_samples, n_boot=run.config.n_boot, threshold=run.config.threshold,
-                plots=False, seed=run.config.seed, missing=run.config.missing,
+                precision=run.config.precision, channels_last=run.config.channels_last,
+                batch_size=run.config.batch_size, max_samples=run.config.max_eval_samples, n_boot=run.config.n_boot,
+                threshold=run.config.threshold, plots=False, seed=run.config.seed, missing=run.config.missing,
             )  # fmt: skip
-        chosen[seed] = Run(out, run.config, run.history, metrics, checkpoint=checkpoint)
+        peak = next(iter(metrics.values()))["epoch"]
+        history = [{**r, "is_best": int(r["epoch"]) == peak} for r in run.history]  # best_epoch: that epoch
+        chosen[seed] = Run(out, run.config, history, metrics, checkpoint=checkpoint)
     return chosen
 
 

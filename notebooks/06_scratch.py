@@ -278,7 +278,8 @@ if component_seeds > 0:
     component_rows = experiments.contrast_table(component_runs, six_test, six_extra)
     atomic_write_json(out_dir / "components.json", {"profile": "scratch-cpu", "epochs": six.epochs, "split": six_test,
                                                     "seeds": component_list, "rows": component_rows,
-                                                    "components": [list(c) for c in chosen] + [[best_val_title]]})  # fmt: skip
+                                                    "components": [list(c) for c in chosen]  # and the row read from best-val/
+                                                    + [[best_val_title, "best-val", {"select_epoch": "val_auc"}]]})  # fmt: skip
     print(f"{len(component_runs)} rows x {component_seeds} seeds: "
           f"{(time.perf_counter() - start) / 60:.1f} min")  # fmt: skip
     display(Markdown(
@@ -292,9 +293,10 @@ if component_seeds > 0:
 else:
     display(Markdown(
         f"*Not trained in this execution: the 6-epoch `scratch-cpu` row and its {len(SCRATCH_CPU_COMPONENTS)} "
-        "contrasts (" + "; ".join(title for title, _, _ in SCRATCH_CPU_COMPONENTS) + "; and the row read back at its "
-        "epoch of best validation AUC, which trains nothing), 2 seeds each on ISIC 2017, take 2.7-5 hours on 2 cores, depending on the host. Run this chapter with `-p profile isic2017-cpu -p data_root <ISIC 2017 "
-        "folder> -p component_seeds 2 -p reuse_runs True` (see the README).*"
+        "contrasts (" + "; ".join(title for title, _, _ in SCRATCH_CPU_COMPONENTS) + "), 2 seeds each on ISIC 2017, "
+        "take 2.7-5 hours on 2 cores, depending on the host (the row read back at its epoch of best validation AUC "
+        "trains nothing). Run this chapter with `-p profile isic2017-cpu -p data_root <ISIC 2017 folder> "
+        "-p component_seeds 2 -p reuse_runs True` (see the README).*"
     ))  # fmt: skip
 
 # %% [markdown]

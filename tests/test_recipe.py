@@ -259,9 +259,9 @@ def test_best_val_runs_read_a_last_epoch_run_back_at_its_best_validation_epoch(
     evaluation is written once, in the run's best-val/ folder, and reused; a run without best_val.pt is refused."""
     from attnmel import experiments
 
-    base = tiny_config(
-        syn, tmp_path, epochs=4, max_train_samples=8, eval_splits="Validation,Test_v2", n_boot=0
-    )
+    # bf16 in NHWC order, as the scratch presets run on a CPU: the two memory orders round differently in bf16
+    base = tiny_config(syn, tmp_path, epochs=4, max_train_samples=8, eval_splits="Validation,Test_v2", n_boot=0,
+                       precision="bf16", channels_last=True)  # fmt: skip
     _script_val_aucs(monkeypatch, SCRIPTED_VAL_AUCS)  # the peak is epoch 2
     by_auc = experiments.load_run(fit(base.replace(run_name="auc"), log=lambda _m: None).run_dir)
     _script_val_aucs(monkeypatch, SCRIPTED_VAL_AUCS)
@@ -273,14 +273,19 @@ def test_best_val_runs_read_a_last_epoch_run_back_at_its_best_validation_epoch(
     logged: list[str] = []
     peak = experiments.best_val_runs({3: last}, log=logged.append)[3]
     assert peak.run_dir == last.run_dir / "best-val" and peak.best_checkpoint.name == "best_val.pt"
-    assert [m["epoch"] for m in peak.metrics.values()] == [2, 2] and list(peak.metrics) == [
+    assert list(peak.metrics) == ["Test_v2", "Validation"]
+    assert [m["epoch"] for m in peak.metrics.values()] == [2, 2] and (peak.best_epoch, last.best_epoch) == (
+        2,
+        4,
+    )
+    assert last.metrics["Test_v2"]["epoch"] == 4 and by_auc.metrics["Test_v2"]["epoch"] == 2
+    for split in (
         "Test_v2",
         "Validation",
-    ]
-    assert last.metrics["Test_v2"]["epoch"] == 4 and by_auc.metrics["Test_v2"]["epoch"] == 2
-    assert peak.predictions("Test_v2")[0] == by_auc.predictions("Test_v2")[0]
-    assert peak.predictions("Test_v2")[2] == pytest.approx(by_auc.predictions("Test_v2")[2], abs=1e-6)
-    assert peak.metrics["Test_v2"]["auc"] == pytest.approx(by_auc.metrics["Test_v2"]["auc"])
+    ):  # what training writes when it keeps that epoch, to the last digit
+        assert peak.predictions(split)[0] == by_auc.predictions(split)[0]
+        assert peak.predictions(split)[2].tolist() == by_auc.predictions(split)[2].tolist()
+    assert peak.metrics["Test_v2"]["auc"] == by_auc.metrics["Test_v2"]["auc"]
     assert len(logged) == 2
 
     again = experiments.best_val_runs({3: last}, log=logged.append)[3]
