@@ -383,9 +383,9 @@ def best_val_runs(
         out = run.run_dir / "best-val"
         metrics = {}
         for split in report_splits(run.config):
-            saved = out / "metrics" / f"{split}.json"
-            if reuse and saved.is_file() and saved.stat().st_mtime >= checkpoint.stat().st_mtime:
-                metrics[split] = json.loads(saved.read_text())
+            saved = _saved_evaluation(out, split, checkpoint) if reuse else None
+            if saved is not None:
+                metrics[split] = saved
                 continue
             log(f"==> {checkpoint} on {split}")
             metrics[split] = evaluate_checkpoint(
@@ -398,6 +398,15 @@ def best_val_runs(
         history = [{**r, "is_best": int(r["epoch"]) == peak} for r in run.history]  # best_epoch: that epoch
         chosen[seed] = Run(out, run.config, history, metrics, checkpoint=checkpoint)
     return chosen
+
+
+def _saved_evaluation(out: Path, split: str, checkpoint: Path) -> dict[str, Any] | None:
+    """The metrics an earlier :func:`~attnmel.evaluate.evaluate_checkpoint` wrote to ``out`` for ``split``, if
+    written after ``checkpoint`` last changed; None otherwise (evaluate again)."""
+    saved = out / "metrics" / f"{split}.json"
+    if saved.is_file() and saved.stat().st_mtime >= checkpoint.stat().st_mtime:
+        return json.loads(saved.read_text())
+    return None
 
 
 def run_or_load(config: TrainConfig, reuse: bool = True, log: Callable[[str], None] = print) -> Run:
@@ -960,9 +969,9 @@ def evaluate_external(
     results = {}
     for name, run in runs.items():
         out = run.run_dir / f"evaluation-{dataset}"
-        saved = out / "metrics" / f"{split}.json"
-        if reuse and saved.is_file() and saved.stat().st_mtime >= run.best_checkpoint.stat().st_mtime:
-            results[name] = json.loads(saved.read_text())
+        saved = _saved_evaluation(out, split, run.best_checkpoint) if reuse else None
+        if saved is not None:
+            results[name] = saved
             continue
         log(f"==> {name} on {dataset}")
         results[name] = evaluate_checkpoint(

@@ -274,15 +274,11 @@ def test_best_val_runs_read_a_last_epoch_run_back_at_its_best_validation_epoch(
     peak = experiments.best_val_runs({3: last}, log=logged.append)[3]
     assert peak.run_dir == last.run_dir / "best-val" and peak.best_checkpoint.name == "best_val.pt"
     assert list(peak.metrics) == ["Test_v2", "Validation"]
-    assert [m["epoch"] for m in peak.metrics.values()] == [2, 2] and (peak.best_epoch, last.best_epoch) == (
-        2,
-        4,
-    )
+    assert [m["epoch"] for m in peak.metrics.values()] == [2, 2]
+    assert (peak.best_epoch, last.best_epoch) == (2, 4)
     assert last.metrics["Test_v2"]["epoch"] == 4 and by_auc.metrics["Test_v2"]["epoch"] == 2
-    for split in (
-        "Test_v2",
-        "Validation",
-    ):  # what training writes when it keeps that epoch, to the last digit
+    # what training writes when it keeps that epoch, to the last digit
+    for split in ("Test_v2", "Validation"):
         assert peak.predictions(split)[0] == by_auc.predictions(split)[0]
         assert peak.predictions(split)[2].tolist() == by_auc.predictions(split)[2].tolist()
     assert peak.metrics["Test_v2"]["auc"] == by_auc.metrics["Test_v2"]["auc"]
