@@ -138,7 +138,7 @@ STUDIES: dict[str, Study] = {
     "paper": Study(_PAPER_SEVEN, seeds=3, backbones=True),
     # The whole book from scratch with the recipe (chapter 6's `scratch` presets) on a GPU, and its CPU version
     # at the budget of isic2017-cpu's study (its 30-epoch runs take about 80 minutes each on 2 cores).
-    # (No ladder: these presets already hold the whole recipe.)
+    # (No ladder: it starts from the paper's protocol, and these presets already set the recipe's options.)
     "scratch": Study(_PAPER_SEVEN, seeds=3, backbones=True, ladder_seeds=0),
     "scratch-cpu": Study(
         ("Mel-CNN", "AttnMel-CNN", "AttnMel-CNN-Lesion"), seeds=1, backbones=False, ladder_seeds=0

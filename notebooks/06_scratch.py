@@ -28,8 +28,9 @@
 #    melanomas), so its AUC varies by about 0.05 from noise alone, and picking the best epoch by it picked early,
 #    barely trained epochs from scratch.
 #
-# Each option is a `TrainConfig` field whose default is the paper's value; the `scratch` (GPU, 224 px) and
-# `scratch-cpu` (128 px) presets switch them all on.
+# Each option is a `TrainConfig` field whose default is the paper's value. The `scratch` preset (GPU, 224 px)
+# switches them all on. The `scratch-cpu` preset (128 px, 2 CPU cores) keeps only steps 3 and 5, because the
+# last part of this chapter found that steps 1, 2 and 4 did not help within its budget.
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke | smoke-mini | isic2017-cpu | paper | scratch | scratch-cpu
@@ -43,7 +44,7 @@ ladder_seeds = -1  # seeds per step of the ladder; -1: the profile's study (0 un
 reuse_runs = False  # True: reuse finished ladder runs with the same settings instead of training again
 parallel = 0  # ladder runs trained at once; 0: the default (one at a time on a CPU, several on a GPU for the preset)
 preset_seeds = 0  # seeds per row of the scratch-cpu ladder on ISIC 2017 (needs data_root); 0: not trained
-component_seeds = 0  # seeds of the 6-epoch scratch-cpu row and of each component left out of it (needs data_root)
+component_seeds = 0  # seeds of the 6-epoch recipe and of each component left out of it (needs data_root)
 components = ""  # which of SCRATCH_CPU_COMPONENTS, by folder, comma-separated (e.g. "short-no-mixup"); "": all
 seed = 0  # seed of the augmentation views and the first training seed
 
@@ -59,11 +60,14 @@ from IPython.display import Markdown, display
 import attnmel
 from attnmel import data, experiments, interpret, loaders, plots
 from attnmel.config import (
+    CPU_REGULARISERS,
     RECIPE_STEPS,
     SCRATCH_CPU_COMPONENTS,
     SCRATCH_CPU_CONTRASTS,
     SCRATCH_CPU_STEPS,
     SCRATCH_RECIPE,
+    WITHOUT_REGULARISATION,
+    TrainConfig,
 )
 from attnmel.io import atomic_write_json
 from attnmel.trainer import lr_factor
@@ -156,9 +160,9 @@ if seeds > 0:
         + experiments.ladder_markdown(rows, titles)
         + f"\n\n{experiments.profile_caption(profile, base, seeds)}\n\n" + "\n".join(f"- {f}" for f in findings)
     ))  # fmt: skip
-elif base.mixup > 0 or base.ema > 0:
-    display(Markdown(f"*Profile `{profile}` trains every chapter with the whole recipe already; the ladder, which "
-                     "starts from the paper's protocol, runs under `smoke`, `isic2017-cpu` or `paper`.*"))
+elif any(getattr(base, k) != getattr(TrainConfig(), k) for k in SCRATCH_RECIPE):
+    display(Markdown(f"*Profile `{profile}` already sets the recipe's options; the ladder, which starts from the "
+                     "paper's protocol, runs under `smoke`, `isic2017-cpu` or `paper`.*"))
 else:
     display(Markdown(
         f"*Not trained under profile `{profile}`: the ladder is {len(RECIPE_STEPS)} steps x 2 seeds of "
@@ -169,20 +173,20 @@ else:
 # %% [markdown]
 # ## What the CPU preset adds
 #
-# The `scratch-cpu` preset is the recipe at 128 px for 2 CPU cores, plus two choices of its own: Shades of
-# Gray colour constancy (each image divided by its $L^6$ illuminant estimate, in training and evaluation alike)
-# and 16 epochs, with two warm-up epochs and an EMA decay of 0.99 to suit that length. This second ladder starts
-# from the preset at 6 epochs without colour constancy, adds colour constancy, then the 10 more epochs: its last
-# row is the preset itself. It trains on ISIC 2017 only, and its 16-epoch rows take 44-83 minutes each on 2
+# The `scratch-cpu` preset is the recipe at 128 px for 2 CPU cores, less its augmentation and regularisers (the
+# next section shows why), plus two choices of its own: Shades of Gray colour constancy (each image divided by its
+# $L^6$ illuminant estimate, in training and evaluation alike) and 16 epochs, with two warm-up epochs. What it
+# keeps of the recipe is the learning rate of 0.01 with warm-up and cosine decay, and the last epoch. This second
+# ladder starts from the preset at 6 epochs without colour constancy, adds colour constancy, then the 10 more
+# epochs: its last row is the preset itself. It trains on ISIC 2017 only, and its 16-epoch rows take 44-83 minutes each on 2
 # cores, so it is opt-in: `-p preset_seeds 2` with the `isic2017-cpu` profile and `data_root` (see the README).
 #
-# Beside the ladder, the same seeds train the preset twice more, each time with one group of its choices undone
+# Beside the ladder, the same seeds train the preset twice more, each time with one of its choices changed
 # (`SCRATCH_CPU_CONTRASTS`), and each is paired with the preset by seed, in one table:
 #
-# - the recipe's augmentation and regularisation back at the paper's values (no scale or colour jitter, label
-#   smoothing, mixup or EMA; weight decay $10^{-4}$), keeping its learning rate, warm-up and cosine decay, colour
-#   constancy and 16 epochs: does the preset's gain come from the regularisers, or from the schedule and the
-#   longer training?
+# - the recipe's augmentation and regularisation put back (`CPU_REGULARISERS`: scale and colour jitter, label
+#   smoothing 0.1, mixup 0.2, an EMA decay of 0.99, weight decay $5 \times 10^{-4}$): at the full 16 epochs,
+#   where overfitting is what they are there for, is the preset right to leave them out?
 # - no colour constancy, at the full 16 epochs: the ladder adds it at 6 epochs, where a gain may only be a
 #   faster start.
 
@@ -240,18 +244,20 @@ else:
 # %% [markdown]
 # ## Which of the recipe's components the preset needs
 #
-# The contrast without the regularisers undoes them all at once. To see them one at a time within the
-# `isic2017-cpu` budget (6 epochs at 128 px, 15-30 minutes a run on 2 cores), the same seeds train the preset
-# at 6 epochs with colour constancy (the second row of the ladder above, shared with it) and, beside it, that row
-# with one group of the recipe back at the paper's value (`SCRATCH_CPU_COMPONENTS`): no scale or colour jitter;
-# no label smoothing or mixup; no EMA of the weights; no warm-up or cosine decay (the paper's step schedule, which
-# within 6 epochs keeps the learning rate at 0.01). The last step of the recipe, keeping the last epoch, needs no
-# training: the same runs also kept their epoch of best validation AUC (`best_val.pt`), read back as a row of its
-# own. Each is paired by seed with the row it changes, not with the row above it. A component whose removal
-# raises the AUC, or leaves it where it was, is not shown to earn its place at this length; whether to drop it
-# from the preset also waits on the 16-epoch contrast above and the GPU preset, where overfitting is what the
-# components are there for. Opt-in like the ladder: `-p component_seeds 2` with the `isic2017-cpu` profile and
-# `data_root`; `-p components short-no-mixup` (folders, comma-separated) trains a subset.
+# The contrast with the regularisers puts them all back at once. To see them one at a time within the
+# `isic2017-cpu` budget (6 epochs at 128 px, 15-30 minutes a run on 2 cores), the same seeds train the whole
+# recipe at 6 epochs with colour constancy (the ladder's second row with `CPU_REGULARISERS` back: the preset as it
+# was before this study) and, beside it, that reference with one group of the recipe back at the paper's value
+# (`SCRATCH_CPU_COMPONENTS`): no scale or colour jitter; no label smoothing or mixup; no EMA of the weights; no
+# warm-up or cosine decay (the paper's step schedule, which within 6 epochs keeps the learning rate at 0.01). The
+# last step of the recipe, keeping the last epoch, needs no training: the reference runs also kept their epoch of
+# best validation AUC (`best_val.pt`), read back as a row of its own. The last row takes all four regularisers
+# out at once and the weight decay back to $10^{-4}$: it is the `scratch-cpu` preset at 6 epochs, the ladder's
+# second row, shared with it. Each row is paired by seed with the reference, not with the row above it. A
+# component whose removal raises the AUC, or leaves it where it was, is not shown to earn its place at this
+# length; this study is why `scratch-cpu` leaves the regularisers out, and the 16-epoch contrast above checks that
+# choice at the preset's full length. Opt-in like the ladder: `-p component_seeds 2` with the `isic2017-cpu`
+# profile and `data_root`; `-p components short-no-mixup` (folders, comma-separated) trains a subset.
 
 # %%
 if component_seeds > 0:
@@ -261,49 +267,55 @@ if component_seeds > 0:
     component_list = list(range(seed, seed + component_seeds))
     start = time.perf_counter()
     six_start = experiments.with_recipe(cpu, SCRATCH_CPU_STEPS[0][1])  # 6 epochs, before colour constancy
-    # the ladder's step-1 folder: reused from the ladder above when it ran (this execution's, or kept by reuse_runs)
+    # the preset at 6 epochs is the ladder's step-1 folder: reused from the ladder above when it ran
     six_runs = experiments.run_config_ladder(six_start, SCRATCH_CPU_STEPS[1:2], out_dir / "preset", component_list,
                                              first_step=1, log=lambda m: None)[SCRATCH_CPU_STEPS[1][0]]  # fmt: skip
     six = experiments.with_recipe(six_start, SCRATCH_CPU_STEPS[1][1])
-    six_title = f"scratch-cpu at {six.epochs} epochs, with colour constancy"
+    recipe_title = f"the whole recipe at {six.epochs} epochs, with colour constancy"
+    recipe_runs = experiments.run_contrasts(six, [(recipe_title, "short-recipe", CPU_REGULARISERS)], out_dir,
+                                            component_list, reuse=reuse_runs, log=lambda m: None)[recipe_title]  # fmt: skip
+    recipe_six = six.replace(**CPU_REGULARISERS)
     chosen = experiments.pick_contrasts(SCRATCH_CPU_COMPONENTS, components)
-    without = experiments.run_contrasts(six, chosen, out_dir, component_list, reuse=reuse_runs,
+    without = experiments.run_contrasts(recipe_six, chosen, out_dir, component_list, reuse=reuse_runs,
                                         log=lambda m: None, parallel=parallel or None)  # fmt: skip
     # the last-epoch choice trains nothing: the same runs, read back at their best validation epoch (best_val.pt)
     best_val_title = "the epoch of best validation AUC instead of the last"
-    best_val = experiments.best_val_runs(six_runs, log=lambda m: None)
-    component_runs = {six_title: six_runs, **without, best_val_title: best_val}
+    best_val = experiments.best_val_runs(recipe_runs, log=lambda m: None)
+    lean_title = f"without all four, weight decay 1e-4: scratch-cpu at {six.epochs} epochs"
+    component_runs = {recipe_title: recipe_runs, **without, best_val_title: best_val, lean_title: six_runs}
     six_test, six_masks = experiments.test_split(six), interpret.mask_split(six)
     six_extra, six_titles = experiments.ladder_extras(component_runs, six_masks, ph2_root)
     component_rows = experiments.contrast_table(component_runs, six_test, six_extra)
     atomic_write_json(out_dir / "components.json", {"profile": "scratch-cpu", "epochs": six.epochs, "split": six_test,
                                                     "seeds": component_list, "rows": component_rows,
-                                                    "components": [list(c) for c in chosen]  # and the row read from best-val/
-                                                    + [[best_val_title, "best-val", {"select_epoch": "val_auc"}]]})  # fmt: skip
+                                                    "reference": [recipe_title, "short-recipe", CPU_REGULARISERS],
+                                                    "components": [list(c) for c in chosen]  # and the rows read elsewhere
+                                                    + [[best_val_title, "best-val", {"select_epoch": "val_auc"}],
+                                                       [lean_title, "preset/step-1", WITHOUT_REGULARISATION]]})  # fmt: skip
     print(f"{len(component_runs)} rows x {component_seeds} seeds: "
           f"{(time.perf_counter() - start) / 60:.1f} min")  # fmt: skip
     display(Markdown(
-        f"**{six.dataset}, {six_test}, preset `scratch-cpu` at {six.epochs} epochs, seeds "
+        f"**{six.dataset}, {six_test}, the recipe at {six.epochs} epochs (profile `scratch-cpu`), seeds "
         f"{', '.join(map(str, component_list))}**\n\n"
-        + experiments.ladder_markdown(component_rows, six_titles, first=f"the {six.epochs}-epoch preset", previous=False)
-        + f"\n\n{experiments.profile_caption('scratch-cpu', six, component_seeds)}\n\n"
+        + experiments.ladder_markdown(component_rows, six_titles, first=f"the {six.epochs}-epoch recipe", previous=False)
+        + f"\n\n{experiments.profile_caption('scratch-cpu', recipe_six, component_seeds)}\n\n"
         + "\n".join(f"- {f}" for f in experiments.contrast_findings(component_runs, component_rows,
-                                                                 f"the {six.epochs}-epoch preset"))
+                                                                 f"the {six.epochs}-epoch recipe"))
     ))  # fmt: skip
 else:
     display(Markdown(
-        f"*Not trained in this execution: the 6-epoch `scratch-cpu` row and its {len(SCRATCH_CPU_COMPONENTS)} "
-        "contrasts (" + "; ".join(title for title, _, _ in SCRATCH_CPU_COMPONENTS) + "), 2 seeds each on ISIC 2017, "
-        "take 2.7-5 hours on 2 cores, depending on the host (the row read back at its epoch of best validation AUC "
-        "trains nothing). Run this chapter with `-p profile isic2017-cpu -p data_root <ISIC 2017 folder> "
-        "-p component_seeds 2 -p reuse_runs True` (see the README).*"
+        f"*Not trained in this execution: the whole recipe at 6 epochs, its {len(SCRATCH_CPU_COMPONENTS)} "
+        "contrasts (" + "; ".join(title for title, _, _ in SCRATCH_CPU_COMPONENTS) + ") and the `scratch-cpu` preset "
+        "at 6 epochs, 2 seeds each on ISIC 2017, take 3.2-6 hours on 2 cores, depending on the host (the row read "
+        "back at its epoch of best validation AUC trains nothing). Run this chapter with `-p profile isic2017-cpu "
+        "-p data_root <ISIC 2017 folder> -p component_seeds 2 -p reuse_runs True` (see the README).*"
     ))  # fmt: skip
 
 # %% [markdown]
 # ## Summary
 #
 # - Every step is an option of `TrainConfig` with the paper's value as its default, so `paper` stays the
-#   authors' protocol; `scratch` and `scratch-cpu` are the whole recipe.
+#   authors' protocol; `scratch` is the whole recipe, and `scratch-cpu` keeps its schedule and last epoch only.
 # - Read the paired columns, not the means: a step whose interval contains 0 did not show an effect with these
 #   seeds, and is a candidate to drop from the recipe.
 # - Under `smoke` the ladder runs on the synthetic testbed for a few epochs: it shows how the steps act on a
@@ -311,5 +323,6 @@ else:
 #   `ladder_seeds` set, or a GPU (`paper` profile with `--weights none`, or the `scratch` preset).
 # - The CPU preset's own choices (colour constancy, 16 epochs instead of 6) are a ladder of their own, on ISIC 2017
 #   only: `preset_seeds` trains it, and its last row is the `scratch-cpu` preset as `attnmel train` runs it. The
-#   same seeds without the recipe's augmentation and regularisation, and without colour constancy, say whether
-#   the preset needs them. `component_seeds` undoes the recipe's components one group at a time at 6 epochs.
+#   same seeds with the recipe's augmentation and regularisation put back, and without colour constancy, say
+#   whether the preset is right about them. `component_seeds` undoes the recipe's components one group at a time
+#   at 6 epochs: the study that took the regularisers out of the CPU preset.

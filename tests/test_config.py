@@ -110,16 +110,26 @@ def test_presets(monkeypatch) -> None:
     paper = TrainConfig.from_preset("paper")
     assert (paper.image_size, paper.weights, paper.epochs, paper.batch_size) == (224, "IMAGENET1K_V1", 50, 32)
     assert paper.device == "cuda" and paper.sampler == "oversample" and paper.oversample == 4
-    for name, size in (
-        ("scratch", 224),
-        ("scratch-cpu", 128),
-    ):  # the paper's protocol without ImageNet + recipe
+    for name, size in (("scratch", 224), ("scratch-cpu", 128)):  # the paper's protocol without ImageNet
         scratch = TrainConfig.from_preset(name)
         assert (scratch.weights, scratch.image_size) == (None, size)
-        assert scratch.crop_scale < 1 and scratch.label_smoothing > 0 and scratch.lr_schedule == "cosine"
-        assert (
-            scratch.ema > 0 and scratch.mixup > 0 and scratch.color_jitter > 0 and scratch.warmup_epochs > 0
-        )
+        assert (scratch.lr_schedule, scratch.select_epoch) == ("cosine", "last") and scratch.warmup_epochs > 0
+    gpu = TrainConfig.from_preset("scratch")  # the whole recipe
+    assert (
+        gpu.crop_scale < 1
+        and gpu.label_smoothing > 0
+        and gpu.ema > 0
+        and gpu.mixup > 0
+        and gpu.color_jitter > 0
+    )
+    lean = TrainConfig.from_preset("scratch-cpu")  # without the regularisers that did not help on the CPU
+    assert (lean.crop_scale, lean.label_smoothing, lean.ema, lean.mixup, lean.color_jitter) == (
+        1.0,
+        0,
+        0,
+        0,
+        0,
+    )
     assert TrainConfig.from_preset("scratch").data_on_device  # a loader cannot feed the recipe to a GPU
     assert TrainConfig.from_preset("smoke", epochs=1).epochs == 1
     with pytest.raises(ValueError, match="unknown preset 'fast'; presets are"):

@@ -195,21 +195,31 @@ def test_a_contrast_table_pairs_every_contrast_with_the_reference_not_the_row_ab
     )
 
 
-def test_the_recipe_components_each_undo_one_group_of_the_six_epoch_preset() -> None:
-    from attnmel.config import SCRATCH_CPU_COMPONENTS, SCRATCH_CPU_STEPS, SCRATCH_RECIPE
+def test_the_recipe_components_each_undo_one_group_of_the_six_epoch_recipe() -> None:
+    from attnmel.config import (
+        CPU_REGULARISERS,
+        SCRATCH_CPU_COMPONENTS,
+        SCRATCH_CPU_STEPS,
+        SCRATCH_RECIPE,
+        WITHOUT_REGULARISATION,
+    )
 
     preset = TrainConfig.from_preset("scratch-cpu", data_root="/data")
     six = experiments.with_recipe(
         experiments.with_recipe(preset, SCRATCH_CPU_STEPS[0][1]), SCRATCH_CPU_STEPS[1][1]
     )
-    assert (six.epochs, six.color_constancy) == (6, 6.0)
+    recipe = six.replace(**CPU_REGULARISERS)  # chapter 6's reference: the whole recipe at 6 epochs
+    assert (recipe.epochs, recipe.color_constancy, recipe.mixup, recipe.ema) == (6, 6.0, 0.2, 0.99)
+    # the study's last row, all four out and weight decay 1e-4, is the preset at 6 epochs (the ladder's row)
+    assert recipe.replace(**WITHOUT_REGULARISATION).to_dict() == six.to_dict()
     paper = TrainConfig().to_dict()
     folders = [folder for _, folder, _ in SCRATCH_CPU_COMPONENTS]
-    assert len(set(folders)) == len(folders) and not {"preset", "preset-bare", "preset-no-cc"} & set(folders)
+    assert len(set(folders)) == len(folders)
+    assert not {"preset", "preset-regularised", "preset-no-cc", "short-recipe"} & set(folders)
     for title, _, overrides in SCRATCH_CPU_COMPONENTS:
-        undone = six.replace(**overrides).to_dict()
-        changed = {k for k, v in undone.items() if six.to_dict()[k] != v}
-        assert changed == set(overrides) and title.startswith("without")  # each group is on in the preset
+        undone = recipe.replace(**overrides).to_dict()
+        changed = {k for k, v in undone.items() if recipe.to_dict()[k] != v}
+        assert changed == set(overrides) and title.startswith("without")  # each group is on in the recipe
         assert all(undone[k] == paper[k] for k in overrides)  # and goes back to the paper's value
     # together they undo every option of the recipe but the last-epoch choice, which changes no training
     undone_options = {k for _, _, overrides in SCRATCH_CPU_COMPONENTS for k in overrides}
@@ -300,35 +310,37 @@ def test_the_cpu_preset_ladder_ends_on_the_preset_and_changes_one_thing_per_step
         assert len({k for k, v in after.to_dict().items() if before.to_dict()[k] != v}) == 1
 
 
-def test_without_regularisation_resets_exactly_the_recipes_regularisers_to_the_papers_values() -> None:
-    from attnmel.config import RECIPE_STEPS, SCRATCH_RECIPE, WITHOUT_REGULARISATION
+def test_the_cpu_preset_keeps_the_recipes_schedule_and_leaves_out_its_regularisers() -> None:
+    from attnmel.config import CPU_REGULARISERS, RECIPE_STEPS, SCRATCH_RECIPE, WITHOUT_REGULARISATION
 
     paper, preset = TrainConfig(), TrainConfig.from_preset("scratch-cpu", data_root="/data")
-    assert all(getattr(paper, k) == v for k, v in WITHOUT_REGULARISATION.items())
-    bare = preset.replace(**WITHOUT_REGULARISATION).to_dict()
-    changed = {k for k, v in bare.items() if preset.to_dict()[k] != v}
+    assert all(getattr(paper, k) == getattr(preset, k) == v for k, v in WITHOUT_REGULARISATION.items())
     schedule = {k for name, o in RECIPE_STEPS if "cosine" in name or "last epoch" in name for k in o}
-    assert changed == set(WITHOUT_REGULARISATION) and not changed & schedule  # the schedule and length stay
+    assert (preset.lr_schedule, preset.select_epoch, preset.warmup_epochs) == ("cosine", "last", 2)
     # a regulariser added to the recipe later must be listed too
-    assert set(SCRATCH_RECIPE) - schedule <= set(WITHOUT_REGULARISATION)
-    assert (bare["lr"], bare["epochs"], bare["lr_schedule"], bare["color_constancy"]) == (
-        0.01,
-        16,
-        "cosine",
-        6.0,
+    assert set(SCRATCH_RECIPE) - schedule <= set(WITHOUT_REGULARISATION) == set(CPU_REGULARISERS)
+    regularised = preset.replace(**CPU_REGULARISERS).to_dict()
+    changed = {k for k, v in regularised.items() if preset.to_dict()[k] != v}
+    assert changed == set(CPU_REGULARISERS)  # the schedule, length and colour constancy stay
+    assert (regularised["lr"], regularised["epochs"], regularised["color_constancy"]) == (0.01, 16, 6.0)
+    # they are the recipe's values (the EMA decay set for 16 epochs), as the GPU preset still holds them
+    gpu = TrainConfig.from_preset("scratch", data_root="/data")
+    assert all(getattr(gpu, k) == v for k, v in CPU_REGULARISERS.items() if k != "ema")
+    assert all(
+        SCRATCH_RECIPE[k] == v for k, v in CPU_REGULARISERS.items() if k in SCRATCH_RECIPE and k != "ema"
     )
 
 
-def test_the_cpu_presets_contrasts_each_undo_only_what_they_name() -> None:
-    from attnmel.config import SCRATCH_CPU_CONTRASTS, WITHOUT_REGULARISATION
+def test_the_cpu_presets_contrasts_each_change_only_what_they_name() -> None:
+    from attnmel.config import CPU_REGULARISERS, SCRATCH_CPU_CONTRASTS
 
     preset = TrainConfig.from_preset("scratch-cpu", data_root="/data")
     contrasts = {folder: (title, overrides) for title, folder, overrides in SCRATCH_CPU_CONTRASTS}
-    assert contrasts["preset-bare"][1] is WITHOUT_REGULARISATION
+    assert contrasts["preset-regularised"][1] is CPU_REGULARISERS
     for title, overrides in contrasts.values():
-        undone = preset.replace(**overrides).to_dict()
-        changed = {k for k, v in undone.items() if preset.to_dict()[k] != v}
-        assert changed == set(overrides) and title.startswith("scratch-cpu without")
+        changed_config = preset.replace(**overrides).to_dict()
+        changed = {k for k, v in changed_config.items() if preset.to_dict()[k] != v}
+        assert changed == set(overrides) and title.startswith("scratch-cpu with")
     assert (
         preset.replace(**contrasts["preset-no-cc"][1]).color_constancy == TrainConfig().color_constancy == 0.0
     )
