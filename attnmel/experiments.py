@@ -675,7 +675,7 @@ def run_contrasts(
     """``{title: {seed: Run}}``: ``config`` with each contrast's overrides (``(title, folder, overrides)``, e.g.
     :data:`~attnmel.config.SCRATCH_CPU_CONTRASTS`), trained per seed into ``<out_dir>/<folder>/seed-<s>`` (reused
     when finished, resumed when interrupted). Set beside a preset's own runs of the same seeds, each says whether
-    the preset needs what its overrides undo: e.g. the recipe's regularisers, or colour constancy."""
+    the preset is right about what its overrides change: e.g. the recipe's regularisers, or colour constancy."""
     titles, folders = [t for t, _, _ in contrasts], [f for _, f, _ in contrasts]
     if not contrasts or len(set(titles)) != len(titles) or len(set(folders)) != len(folders):
         raise ValueError(

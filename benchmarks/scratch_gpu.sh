@@ -2,7 +2,8 @@
 # The from-scratch GPU target (issue 13): the `scratch` preset (224 px, 40 one-pass epochs, no ImageNet weights)
 # trained on one GPU with the training set on the device, several seeds side by side, then the same with Shades of
 # Gray colour constancy (p = 6) while time is left: the `scratch-cpu` preset has it, and on 2 CPU cores it scored
-# 0.017-0.066 higher than without it on three seeds at 16 epochs (likely, not shown), +0.028 [+0.001, +0.054] at 6
+# 0.017-0.066 higher than without it on three seeds at 16 epochs (likely, not shown; the preset as it was then,
+# with the recipe's regularisers), +0.028 [+0.001, +0.054] at 6
 # (chapter 6 and the README, 2026-12-07); the GPU preset, 40 epochs at 224 px, has not been measured with it. The
 # runs keep best.pt by validation AUC, and latest.pt (the last epoch: the preset's own choice; the training is the
 # same either way) is evaluated after, so each seed gives Test_v2 AUC / AP with 95% intervals for both choices. The
