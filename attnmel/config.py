@@ -563,9 +563,10 @@ WITHOUT_REGULARISATION: dict[str, Any] = {
 
 # The recipe's augmentation and regularisers as `scratch-cpu` held them until 2026-12-07 (the EMA decay at 0.99
 # for its 16 epochs). On ISIC 2017 at 128 px, 16 epochs, seeds 0 / 1 / 2, the preset scored 0.714 / 0.720 / 0.703
-# with them and 0.742 / 0.718 / 0.723 without (mean 0.712 against 0.728); at 6 epochs, undoing any one group of
-# them raised the AUC (chapter 6's component study). So the preset dropped them; chapter 6 trains them back on as
-# a contrast, and its component study starts from the recipe with them.
+# with them and 0.742 / 0.718 / 0.723 without (mean 0.712 against 0.728); at 6 epochs, seeds 0 / 1, 0.656 / 0.652
+# with them and 0.686 / 0.685 without (+0.032 [+0.010, +0.053]), and undoing any one group of them raised the mean
+# AUC (chapter 6's component study). So the preset dropped them; chapter 6 trains them back on as a contrast, and
+# its component study starts from the recipe with them.
 CPU_REGULARISERS: dict[str, Any] = {
     "crop_scale": 0.35,
     "color_jitter": 0.2,
