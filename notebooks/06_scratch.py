@@ -30,8 +30,8 @@
 #
 # Each option is a `TrainConfig` field whose default is the paper's value. The `scratch` preset (GPU, 224 px)
 # switches them all on. The `scratch-cpu` preset (128 px, 2 CPU cores) keeps only steps 3 and 5: the last part
-# of this chapter found that none of the five helped within its budget, and taking steps 1, 2 and 4 out scored
-# higher on most seeds, while steps 3 and 5 pointed the recipe's way or nowhere.
+# of this chapter found that none of the five helped within its budget, and taking steps 1, 2 and 4 out together
+# scored higher on both seeds, while steps 3 and 5 pointed nowhere or the recipe's way.
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke | smoke-mini | isic2017-cpu | paper | scratch | scratch-cpu
